@@ -1,0 +1,789 @@
+//! Discovers shards, starts one worker per shard in lineage order, supervises them, and runs
+//! shutdown.
+//!
+//! - Lineage (I2): a shard starts only when its parent is ended (durably checkpointed) or gone
+//!   from the stream without an unfinished checkpoint.
+//! - Positions (I4): from [`position`](crate::position); the first start bookmarks `LATEST`
+//!   durably before any worker reads.
+//! - Supervision (I8): a failed worker restarts from its checkpoint after a jittered backoff;
+//!   after `max_failures` in the window the shard is quarantined and reported.
+//! - Validation (I10): stored checkpoints must name shards of this stream and sequence numbers
+//!   inside their shard's range.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::time::Instant;
+
+use super::checkpointer::{Checkpointer, CheckpointerArgs, CheckpointerMsg};
+use super::worker::{ShardWorker, WorkerArgs, WorkerMsg};
+use super::{call, exit, Outcome, Shared};
+use crate::checkpoint::{CheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey};
+use crate::config::{backoff, GapPolicy};
+use crate::error::{CheckpointError, CheckpointErrorKind, Error, SourceErrorKind};
+use crate::events::{ConsumerEvent, Gap, GapAction, GapKind};
+use crate::handler::ShardInfo;
+use crate::position::{initial_checkpoints, plan_shard, ShardStart};
+use crate::record::system_time_to_millis;
+use crate::source::{describe_all, DescribeStreamRequest, Shard, StreamStatus};
+
+pub(crate) struct Coordinator;
+
+pub(crate) struct CoordinatorArgs {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) store: Arc<dyn CheckpointStore>,
+    pub(crate) key: StreamKey,
+    pub(crate) stored: Option<StreamCheckpoints>,
+    pub(crate) outcome: Outcome,
+}
+
+pub(crate) enum CoordinatorMsg {
+    Discover,
+    /// Look up the children of an ended shard at once (ShardFilter CHILD_SHARDS).
+    ChildrenOf(String),
+    Restart(String),
+    /// A worker met a gap and the policy says stop.
+    GapStop {
+        shard_id: String,
+        reason: String,
+    },
+    Shutdown(RpcReplyPort<()>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// Waiting for its parent, or for the first discovery.
+    Pending,
+    Running,
+    /// Failed; restarts after a backoff.
+    Backoff,
+    Ended,
+    Quarantined,
+    /// Stopped by a gap.
+    Stopped,
+}
+
+struct Entry {
+    shard: Shard,
+    run: Run,
+    failures: VecDeque<Instant>,
+    listed: bool,
+}
+
+pub(crate) struct CoordinatorState {
+    shared: Arc<Shared>,
+    store: Arc<dyn CheckpointStore>,
+    key: StreamKey,
+    outcome: Outcome,
+    checkpointer: Option<ActorRef<CheckpointerMsg>>,
+    /// Checkpoints as loaded, for validation and lineage of shards no longer listed.
+    stored: Option<StreamCheckpoints>,
+    started_at_ms: u64,
+    shards: BTreeMap<String, Entry>,
+    workers: HashMap<ActorId, (String, ActorRef<WorkerMsg>)>,
+    fresh_latest: HashSet<String>,
+    validated: bool,
+    last_describe: Option<Instant>,
+    discover_failures: u32,
+    discover_timer: Option<JoinHandle<Result<(), ractor::MessagingErr<CoordinatorMsg>>>>,
+    stream_disabled: bool,
+    stopping: bool,
+}
+
+impl CoordinatorState {
+    fn checkpointer(&self) -> Result<&ActorRef<CheckpointerMsg>, ActorProcessingErr> {
+        self.checkpointer
+            .as_ref()
+            .ok_or_else(|| "checkpointer not started".into())
+    }
+
+    /// Wait so DescribeStream calls stay within `min_describe_interval` (I7).
+    async fn pace_describe(&mut self) {
+        if let Some(t) = self.last_describe {
+            let next = t + self.shared.config.min_describe_interval;
+            tokio::time::sleep_until(next).await;
+        }
+        self.last_describe = Some(Instant::now());
+    }
+
+    fn schedule_discover(&mut self, myself: &ActorRef<CoordinatorMsg>, delay: Duration) {
+        if let Some(t) = self.discover_timer.take() {
+            t.abort();
+        }
+        if !self.stopping {
+            self.discover_timer = Some(myself.send_after(delay, || CoordinatorMsg::Discover));
+        }
+    }
+
+    /// Record shards from a DescribeStream result; returns the ids seen for the first time.
+    fn merge(&mut self, listed: Vec<Shard>, full_listing: bool) -> Vec<String> {
+        let mut new = Vec::new();
+        let mut seen = HashSet::new();
+        for shard in listed {
+            seen.insert(shard.shard_id.clone());
+            match self.shards.get_mut(&shard.shard_id) {
+                Some(e) => {
+                    // A stale listing may show a closed shard as open: never forget an end.
+                    if shard.ending_sequence_number.is_some()
+                        || e.shard.ending_sequence_number.is_none()
+                    {
+                        e.shard = shard;
+                    }
+                    e.listed = true;
+                }
+                None => {
+                    let stored_end = matches!(
+                        self.stored
+                            .as_ref()
+                            .and_then(|s| s.shards.get(&shard.shard_id)),
+                        Some(ShardCheckpoint::Ended)
+                    );
+                    new.push(shard.shard_id.clone());
+                    self.shards.insert(
+                        shard.shard_id.clone(),
+                        Entry {
+                            shard,
+                            run: if stored_end { Run::Ended } else { Run::Pending },
+                            failures: VecDeque::new(),
+                            listed: true,
+                        },
+                    );
+                }
+            }
+        }
+        if full_listing {
+            // Ended shards that left the listing were trimmed away: forget them.
+            let gone: Vec<String> = self
+                .shards
+                .iter()
+                .filter(|(id, e)| !seen.contains(*id) && e.run == Run::Ended)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &gone {
+                self.shards.remove(id);
+            }
+            if !gone.is_empty() {
+                self.shared
+                    .emit(ConsumerEvent::ShardsRemoved { shard_ids: gone });
+            }
+            for (id, e) in self.shards.iter_mut() {
+                if !seen.contains(id) {
+                    e.listed = false;
+                }
+            }
+        }
+        if !new.is_empty() {
+            self.shared.emit(ConsumerEvent::ShardsDiscovered {
+                shard_ids: new.clone(),
+            });
+        }
+        new
+    }
+
+    /// Whether a shard's parent allows it to start (I2).
+    fn parent_done(&self, shard: &Shard) -> bool {
+        let Some(parent) = &shard.parent_shard_id else {
+            return true;
+        };
+        match self.shards.get(parent) {
+            Some(e) => e.run == Run::Ended,
+            // Not listed and never seen: trimmed away long ago, unless we hold an unfinished
+            // checkpoint for it (then validation reports the vanished shard, and the child waits).
+            None => !matches!(
+                self.stored.as_ref().and_then(|s| s.shards.get(parent)),
+                Some(ShardCheckpoint::Processed { .. } | ShardCheckpoint::Latest { .. })
+            ),
+        }
+    }
+
+    async fn start_ready(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        if self.stopping {
+            return Ok(());
+        }
+        loop {
+            let ready: Vec<String> = self
+                .shards
+                .iter()
+                .filter(|(_, e)| e.run == Run::Pending && self.parent_done(&e.shard))
+                .map(|(id, _)| id.clone())
+                .collect();
+            if ready.is_empty() {
+                return Ok(());
+            }
+            let mut progressed = false;
+            for id in ready {
+                if self.start_shard(myself, &id).await? {
+                    progressed = true;
+                }
+            }
+            // Starting a shard that is already finished may unblock its children.
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Start a worker; returns true when the shard turned out to be finished already.
+    async fn start_shard(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+        id: &str,
+    ) -> Result<bool, ActorProcessingErr> {
+        let timeout = Duration::from_secs(30);
+        let checkpointer = self.checkpointer()?.clone();
+        let shard_id = id.to_owned();
+        let checkpoint = call(
+            &checkpointer,
+            |reply| CheckpointerMsg::Get { shard_id, reply },
+            timeout,
+        )
+        .await?;
+        let fresh = self.fresh_latest.remove(id);
+        let plan = match plan_shard(
+            checkpoint.as_ref(),
+            fresh,
+            self.shared.config.latest_bookmark_margin,
+        ) {
+            ShardStart::Done => {
+                if let Some(e) = self.shards.get_mut(id) {
+                    e.run = Run::Ended;
+                }
+                return Ok(true);
+            }
+            ShardStart::Read(plan) => plan,
+        };
+        let Some(entry) = self.shards.get_mut(id) else {
+            return Ok(false);
+        };
+        let info = Arc::new(ShardInfo {
+            stream_arn: self.shared.stream_arn.clone(),
+            shard_id: id.to_owned(),
+            parent_shard_id: entry.shard.parent_shard_id.clone(),
+        });
+        let handler = (self.shared.factory)(&info);
+        let args = WorkerArgs {
+            shared: self.shared.clone(),
+            shard: info,
+            plan,
+            handler,
+            checkpointer,
+            coordinator: myself.clone(),
+        };
+        match Actor::spawn_linked(None, ShardWorker, args, myself.get_cell()).await {
+            Ok((worker, _)) => {
+                entry.run = Run::Running;
+                self.workers
+                    .insert(worker.get_id(), (id.to_owned(), worker));
+            }
+            Err(e) => {
+                entry.run = Run::Running;
+                self.on_worker_failure(myself, id, format!("cannot start worker: {e}"))?;
+            }
+        }
+        Ok(false)
+    }
+
+    fn on_worker_failure(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+        shard_id: &str,
+        error: String,
+    ) -> Result<(), ActorProcessingErr> {
+        let policy = self.shared.config.restart.clone();
+        let Some(entry) = self.shards.get_mut(shard_id) else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        entry.failures.push_back(now);
+        while entry
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > policy.window)
+        {
+            entry.failures.pop_front();
+        }
+        let failures = entry.failures.len() as u32;
+        if failures >= policy.max_failures {
+            entry.run = Run::Quarantined;
+            tracing::error!(shard = shard_id, %error, failures, "shard quarantined after repeated failures");
+            self.shared.emit(ConsumerEvent::ShardQuarantined {
+                shard_id: shard_id.to_owned(),
+                error: error.clone(),
+            });
+            if policy.stop_consumer_on_quarantine {
+                self.fail(
+                    myself,
+                    Error::Quarantined {
+                        shard_id: shard_id.to_owned(),
+                        last_error: error,
+                    },
+                );
+            }
+            return Ok(());
+        }
+        entry.run = Run::Backoff;
+        let wait = backoff(policy.initial_backoff, policy.max_backoff, failures - 1);
+        tracing::warn!(shard = shard_id, %error, failures, backoff = ?wait, "shard worker failed; restarting from its checkpoint");
+        self.shared.emit(ConsumerEvent::WorkerRestarted {
+            shard_id: shard_id.to_owned(),
+            failures,
+            error,
+            backoff: wait,
+        });
+        let id = shard_id.to_owned();
+        myself.send_after(wait, move || CoordinatorMsg::Restart(id));
+        Ok(())
+    }
+
+    /// Stop the consumer because of `error` (drain first, then stop).
+    fn fail(&mut self, myself: &ActorRef<CoordinatorMsg>, error: Error) {
+        let mut outcome = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        if outcome.is_none() {
+            tracing::error!(%error, "consumer stopping");
+            *outcome = Some(error);
+        }
+        drop(outcome);
+        // Runs after the current message: drains workers and writes the final checkpoint.
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        let _ = myself.cast(CoordinatorMsg::Shutdown(tx.into()));
+    }
+
+    /// Validate stored checkpoints against the listing (I10). Returns an error to stop with.
+    async fn validate(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+    ) -> Result<Option<Error>, ActorProcessingErr> {
+        let Some(stored) = self.stored.clone() else {
+            return Ok(None);
+        };
+        let mut vanished = Vec::new();
+        for (shard_id, cp) in &stored.shards {
+            match (self.shards.get(shard_id), cp) {
+                (Some(e), ShardCheckpoint::Processed { sequence_number })
+                    if !e.shard.contains(sequence_number) =>
+                {
+                    return Ok(Some(Error::Checkpoint(CheckpointError::new(
+                        CheckpointErrorKind::Mismatch,
+                        format!(
+                            "checkpoint for shard {shard_id} names sequence number {sequence_number}, outside the shard's range ({:?} to {:?}): the checkpoint does not belong to stream {}",
+                            e.shard.starting_sequence_number.as_ref().map(|s| s.as_str()),
+                            e.shard.ending_sequence_number.as_ref().map(|s| s.as_str()),
+                            self.shared.stream_arn
+                        ),
+                    ))));
+                }
+                (None, ShardCheckpoint::Processed { .. } | ShardCheckpoint::Latest { .. }) => {
+                    vanished.push((shard_id.clone(), cp.sequence_number().cloned()));
+                }
+                _ => {}
+            }
+        }
+        for (shard_id, after) in vanished {
+            let action = match self.shared.config.gap_policy {
+                GapPolicy::Fail => GapAction::Stopped,
+                GapPolicy::Continue => GapAction::Continued,
+            };
+            self.shared.emit(ConsumerEvent::Gap(Gap {
+                shard_id: shard_id.clone(),
+                kind: GapKind::VanishedShard {
+                    after: after.clone(),
+                },
+                action,
+            }));
+            if action == GapAction::Stopped {
+                return Ok(Some(Error::Gap {
+                    shard_id,
+                    reason: format!("the shard has an unfinished checkpoint (after {after:?}) but no longer exists in the stream"),
+                }));
+            }
+            // Continue: consider it ended so its children can go on.
+            let checkpointer = self.checkpointer()?.clone();
+            let updates = vec![(shard_id.clone(), ShardCheckpoint::Ended)];
+            call(
+                &checkpointer,
+                |reply| CheckpointerMsg::Save { updates, reply },
+                Duration::from_secs(60),
+            )
+            .await?
+            .map_err(|e| e.to_string())?;
+            if let Some(s) = self.stored.as_mut() {
+                s.shards.insert(shard_id, ShardCheckpoint::Ended);
+            }
+        }
+        let _ = myself;
+        Ok(None)
+    }
+
+    /// The very first start on this stream: bookmark positions durably before anything reads.
+    async fn bootstrap(&mut self) -> Result<(), ActorProcessingErr> {
+        let shards: Vec<Shard> = self.shards.values().map(|e| e.shard.clone()).collect();
+        let initial = initial_checkpoints(
+            &shards,
+            self.shared.config.start_position,
+            self.started_at_ms,
+        );
+        for (id, cp) in &initial {
+            match cp {
+                ShardCheckpoint::Latest { .. } => {
+                    self.fresh_latest.insert(id.clone());
+                }
+                ShardCheckpoint::Ended => {
+                    if let Some(e) = self.shards.get_mut(id) {
+                        e.run = Run::Ended;
+                    }
+                }
+                ShardCheckpoint::Processed { .. } => {}
+            }
+        }
+        let checkpointer = self.checkpointer()?.clone();
+        call(
+            &checkpointer,
+            |reply| CheckpointerMsg::Save {
+                updates: initial,
+                reply,
+            },
+            Duration::from_secs(60),
+        )
+        .await?
+        .map_err(|e| format!("cannot record the first start: {e}"))?;
+        self.stored = Some(StreamCheckpoints {
+            started_at_ms: self.started_at_ms,
+            shards: BTreeMap::new(),
+        });
+        Ok(())
+    }
+
+    async fn discover(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let min_interval = self.shared.config.min_describe_interval;
+        self.pace_describe().await;
+        let api = self.shared.api.clone();
+        let span = tracing::info_span!("discover", stream = %self.shared.stream_arn);
+        let result = tracing::Instrument::instrument(
+            describe_all(api.as_ref(), &self.shared.stream_arn, || {
+                tokio::time::sleep(min_interval)
+            }),
+            span,
+        )
+        .await;
+        let description = match result {
+            Ok(d) => d,
+            Err(e) if e.is_retryable() => {
+                self.discover_failures += 1;
+                let c = &self.shared.config;
+                let wait = backoff(c.retry_backoff, c.max_retry_backoff, self.discover_failures);
+                tracing::warn!(error = %e, retry_in = ?wait, "DescribeStream failed; retrying");
+                self.schedule_discover(myself, wait);
+                return Ok(());
+            }
+            Err(e) => {
+                let error = if e.kind() == SourceErrorKind::NotFound && !self.validated {
+                    Error::InvalidArgument(format!(
+                        "stream {} not found: {}",
+                        self.shared.stream_arn,
+                        e.message()
+                    ))
+                } else {
+                    Error::Source(e)
+                };
+                self.fail(myself, error);
+                return Ok(());
+            }
+        };
+        self.discover_failures = 0;
+        self.merge(description.shards, true);
+        if !self.validated {
+            self.validated = true;
+            if self.stored.is_none() {
+                self.bootstrap().await?;
+            } else if let Some(error) = self.validate(myself).await? {
+                self.fail(myself, error);
+                return Ok(());
+            }
+        }
+        if matches!(
+            description.stream_status,
+            StreamStatus::Disabled | StreamStatus::Disabling
+        ) && !self.stream_disabled
+        {
+            self.stream_disabled = true;
+            tracing::info!(stream = %self.shared.stream_arn, "stream disabled; reading remaining shards to their end");
+            self.shared.emit(ConsumerEvent::StreamDisabled);
+        }
+        self.start_ready(myself).await?;
+        self.check_complete(myself);
+        self.schedule_discover(myself, self.shared.config.discovery_interval);
+        Ok(())
+    }
+
+    /// A disabled stream whose shards are all ended is done: stop cleanly.
+    fn check_complete(&mut self, myself: &ActorRef<CoordinatorMsg>) {
+        if self.stream_disabled
+            && !self.stopping
+            && self.shards.values().all(|e| e.run == Run::Ended)
+        {
+            tracing::info!("stream disabled and every shard ended; stopping");
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            let _ = myself.cast(CoordinatorMsg::Shutdown(tx.into()));
+        }
+    }
+
+    async fn children_of(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+        parent: String,
+    ) -> Result<(), ActorProcessingErr> {
+        self.pace_describe().await;
+        let request = DescribeStreamRequest {
+            stream_arn: self.shared.stream_arn.clone(),
+            child_shards_of: Some(parent.clone()),
+            ..Default::default()
+        };
+        match self.shared.api.describe_stream(request).await {
+            Ok(d) => {
+                // Only the listed children are new information; a filtered listing says nothing
+                // about other shards.
+                let children: Vec<Shard> = d
+                    .shards
+                    .into_iter()
+                    .filter(|s| s.parent_shard_id.as_deref() == Some(parent.as_str()))
+                    .collect();
+                self.merge(children, false);
+            }
+            // The periodic discovery will find the children; nothing is lost by waiting.
+            Err(e) => tracing::debug!(error = %e, %parent, "child shard lookup failed"),
+        }
+        self.start_ready(myself).await
+    }
+
+    async fn shutdown(&mut self, myself: &ActorRef<CoordinatorMsg>) {
+        self.stopping = true;
+        if let Some(t) = self.discover_timer.take() {
+            t.abort();
+        }
+        let drain_timeout = self.shared.config.handler_timeout * 2 + Duration::from_secs(10);
+        let mut drains = tokio::task::JoinSet::new();
+        for (_, (_, worker)) in self.workers.drain() {
+            drains.spawn(async move { call(&worker, WorkerMsg::Drain, drain_timeout).await });
+        }
+        while drains.join_next().await.is_some() {}
+        if let Some(cp) = &self.checkpointer {
+            match call(
+                cp,
+                |r| CheckpointerMsg::Flush(Some(r)),
+                Duration::from_secs(60),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.record_error(Error::Checkpoint(e)),
+                Err(e) => self.record_error(Error::Runtime(format!("final checkpoint: {e}"))),
+            }
+        }
+        let error = self
+            .outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|e| e.to_string());
+        self.shared.emit(ConsumerEvent::Stopped { error });
+        myself.stop(None);
+    }
+
+    fn record_error(&self, error: Error) {
+        let mut outcome = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        if outcome.is_none() {
+            *outcome = Some(error);
+        }
+    }
+}
+
+impl Actor for Coordinator {
+    type Msg = CoordinatorMsg;
+    type State = CoordinatorState;
+    type Arguments = CoordinatorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: CoordinatorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let started_at_ms = args
+            .stored
+            .as_ref()
+            .map(|s| s.started_at_ms)
+            .unwrap_or_else(|| system_time_to_millis(SystemTime::now()));
+        Ok(CoordinatorState {
+            shared: args.shared,
+            store: args.store,
+            key: args.key,
+            outcome: args.outcome,
+            checkpointer: None,
+            stored: args.stored,
+            started_at_ms,
+            shards: BTreeMap::new(),
+            workers: HashMap::new(),
+            fresh_latest: HashSet::new(),
+            validated: false,
+            last_describe: None,
+            discover_failures: 0,
+            discover_timer: None,
+            stream_disabled: false,
+            stopping: false,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let current = state
+            .stored
+            .as_ref()
+            .map(|s| s.shards.clone())
+            .unwrap_or_default();
+        let (checkpointer, _) = Actor::spawn_linked(
+            None,
+            Checkpointer,
+            CheckpointerArgs {
+                shared: state.shared.clone(),
+                store: state.store.clone(),
+                key: state.key.clone(),
+                started_at_ms: state.started_at_ms,
+                current,
+            },
+            myself.get_cell(),
+        )
+        .await
+        .map_err(|e| format!("cannot start the checkpointer: {e}"))?;
+        state.checkpointer = Some(checkpointer);
+        let _ = myself.cast(CoordinatorMsg::Discover);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            CoordinatorMsg::Discover => {
+                if !state.stopping {
+                    state.discover(&myself).await?;
+                }
+            }
+            CoordinatorMsg::ChildrenOf(parent) => {
+                if !state.stopping {
+                    state.children_of(&myself, parent).await?;
+                    state.check_complete(&myself);
+                }
+            }
+            CoordinatorMsg::Restart(shard_id) => {
+                let due = state
+                    .shards
+                    .get(&shard_id)
+                    .is_some_and(|e| e.run == Run::Backoff);
+                if due && !state.stopping {
+                    if let Some(e) = state.shards.get_mut(&shard_id) {
+                        e.run = Run::Pending;
+                    }
+                    state.start_ready(&myself).await?;
+                }
+            }
+            CoordinatorMsg::GapStop { shard_id, reason } => {
+                if let Some(e) = state.shards.get_mut(&shard_id) {
+                    e.run = Run::Stopped;
+                }
+                state.fail(&myself, Error::Gap { shard_id, reason });
+            }
+            CoordinatorMsg::Shutdown(reply) => {
+                if !state.stopping {
+                    state.shutdown(&myself).await;
+                }
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failure) = match evt {
+            SupervisionEvent::ActorFailed(cell, e) => (cell, Some(e.to_string())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                let failure = match reason.as_deref() {
+                    Some(exit::ENDED) | Some(exit::GAP) | Some(exit::DRAINED) => None,
+                    other => Some(format!(
+                        "stopped unexpectedly ({})",
+                        other.unwrap_or("no reason")
+                    )),
+                };
+                // The reason is carried back so ENDED can be told from the others below.
+                let ended = reason.as_deref() == Some(exit::ENDED);
+                let gap = reason.as_deref() == Some(exit::GAP);
+                if let Some((shard_id, _)) = state.workers.remove(&cell.get_id()) {
+                    if ended {
+                        if let Some(e) = state.shards.get_mut(&shard_id) {
+                            e.run = Run::Ended;
+                        }
+                        state.shared.emit(ConsumerEvent::ShardEnded {
+                            shard_id: shard_id.clone(),
+                        });
+                        let _ = myself.cast(CoordinatorMsg::ChildrenOf(shard_id));
+                        state.check_complete(&myself);
+                    } else if gap {
+                        if let Some(e) = state.shards.get_mut(&shard_id) {
+                            if e.run == Run::Running {
+                                e.run = Run::Stopped;
+                            }
+                        }
+                    } else if let Some(f) = failure {
+                        if !state.stopping {
+                            state.on_worker_failure(&myself, &shard_id, f)?;
+                        }
+                    }
+                    return Ok(());
+                }
+                (cell, failure)
+            }
+            _ => return Ok(()),
+        };
+        if let Some((shard_id, _)) = state.workers.remove(&cell.get_id()) {
+            if let Some(f) = failure {
+                if !state.stopping {
+                    state.on_worker_failure(&myself, &shard_id, f)?;
+                }
+            }
+            return Ok(());
+        }
+        if state
+            .checkpointer
+            .as_ref()
+            .is_some_and(|c| c.get_id() == cell.get_id())
+        {
+            // Without a checkpointer nothing can be recorded: stop rather than run unrecorded.
+            state.checkpointer = None;
+            let e = failure.unwrap_or_else(|| "checkpointer stopped".into());
+            state.record_error(Error::Runtime(format!("checkpointer failed: {e}")));
+            state.stopping = true;
+            let error = Some(e);
+            state.shared.emit(ConsumerEvent::Stopped { error });
+            myself.stop(Some("checkpointer failed".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,479 @@
+//! Reads one shard: polls GetRecords on its own schedule, hands ordered batches to the shard's
+//! handler actor (at most `max_in_flight_batches` unacknowledged), forwards acknowledgements to
+//! the checkpointer, and recovers from expired iterators, throttling and transient errors.
+//!
+//! Exits deliberately with a reason from [`exit`](super::exit); any other stop or a failure
+//! is a crash the coordinator answers with a restart from the checkpoint.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::time::Instant;
+
+use super::checkpointer::CheckpointerMsg;
+use super::coordinator::CoordinatorMsg;
+use super::handler_actor::{HandlerActor, HandlerArgs, HandlerMsg};
+use super::{call, exit, Shared};
+use crate::checkpoint::ShardCheckpoint;
+use crate::config::{backoff, GapPolicy};
+use crate::error::{SourceError, SourceErrorKind};
+use crate::events::{ConsumerEvent, Gap, GapAction, GapKind};
+use crate::handler::{Batch, DynHandler, ShardInfo};
+use crate::position::ShardPlan;
+use crate::record::SequenceNumber;
+use crate::source::IteratorPosition;
+
+pub(crate) struct ShardWorker;
+
+pub(crate) struct WorkerArgs {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) shard: Arc<ShardInfo>,
+    pub(crate) plan: ShardPlan,
+    pub(crate) handler: Box<dyn DynHandler>,
+    pub(crate) checkpointer: ActorRef<CheckpointerMsg>,
+    pub(crate) coordinator: ActorRef<CoordinatorMsg>,
+}
+
+pub(crate) enum WorkerMsg {
+    Poll,
+    Acked {
+        through: SequenceNumber,
+    },
+    HandlerFailed(String),
+    /// Stop taking records, let in-flight batches finish, then stop.
+    Drain(RpcReplyPort<()>),
+}
+
+pub(crate) struct WorkerState {
+    shared: Arc<Shared>,
+    shard: Arc<ShardInfo>,
+    plan: ShardPlan,
+    handler: Option<Box<dyn DynHandler>>,
+    handler_ref: Option<ActorRef<HandlerMsg>>,
+    checkpointer: ActorRef<CheckpointerMsg>,
+    coordinator: ActorRef<CoordinatorMsg>,
+    /// The iterator to use next and when it was issued.
+    iterator: Option<(String, Instant)>,
+    /// Whether an iterator was ever obtained (after that, `LATEST` must not be used again).
+    opened: bool,
+    /// Read from `TRIM_HORIZON` next (after a trimmed-data gap under `GapPolicy::Continue`).
+    reopen_at_trim_horizon: bool,
+    /// The last record handed to the handler (or skipped): reopening resumes after it.
+    last_read: Option<SequenceNumber>,
+    in_flight: usize,
+    end_reached: bool,
+    poll_timer: Option<JoinHandle<Result<(), ractor::MessagingErr<WorkerMsg>>>>,
+    last_poll: Option<Instant>,
+    retries: u32,
+    draining: Option<RpcReplyPort<()>>,
+    is_draining: bool,
+}
+
+enum Step {
+    /// Poll again after this delay (pacing is applied on top).
+    Again(Duration),
+    /// Wait for an acknowledgement before polling.
+    Wait,
+    /// The shard is read to its end.
+    End,
+    /// A gap stopped the shard.
+    Stop,
+}
+
+impl WorkerState {
+    fn schedule_poll(&mut self, myself: &ActorRef<WorkerMsg>, delay: Duration) {
+        if self.poll_timer.is_some() || self.is_draining || self.end_reached {
+            return;
+        }
+        // Pace: never two GetRecords on one shard closer than `min_poll_interval` (I7).
+        let paced = match self.last_poll {
+            Some(t) => {
+                let earliest = t + self.shared.config.min_poll_interval;
+                delay.max(earliest.saturating_duration_since(Instant::now()))
+            }
+            None => delay,
+        };
+        self.poll_timer = Some(myself.send_after(paced, || WorkerMsg::Poll));
+    }
+
+    fn gap(&self, kind: GapKind) -> GapAction {
+        let action = match self.shared.config.gap_policy {
+            GapPolicy::Fail => GapAction::Stopped,
+            GapPolicy::Continue => GapAction::Continued,
+        };
+        tracing::error!(shard = %self.shard.shard_id, ?kind, ?action, "gap: records were lost before they could be read");
+        self.shared.emit(ConsumerEvent::Gap(Gap {
+            shard_id: self.shard.shard_id.clone(),
+            kind: kind.clone(),
+            action,
+        }));
+        if action == GapAction::Stopped {
+            let _ = self.coordinator.cast(CoordinatorMsg::GapStop {
+                shard_id: self.shard.shard_id.clone(),
+                reason: format!("{kind:?}"),
+            });
+        }
+        action
+    }
+
+    /// Where to (re)open the shard.
+    fn open_position(&self) -> IteratorPosition {
+        if self.reopen_at_trim_horizon {
+            return IteratorPosition::TrimHorizon;
+        }
+        match (&self.last_read, self.opened) {
+            (Some(seq), _) => IteratorPosition::AfterSequenceNumber(seq.clone()),
+            (None, false) => self.plan.position.clone(),
+            (None, true) => self.plan.reopen_position(),
+        }
+    }
+
+    fn retry_delay(&mut self) -> Duration {
+        self.retries += 1;
+        let c = &self.shared.config;
+        backoff(c.retry_backoff, c.max_retry_backoff, self.retries - 1)
+    }
+
+    /// One GetShardIterator (if needed) and one GetRecords.
+    async fn poll_once(&mut self) -> Result<Step, ActorProcessingErr> {
+        let cfg = &self.shared.config;
+        if self.in_flight >= cfg.max_in_flight_batches {
+            return Ok(Step::Wait);
+        }
+        // A held iterator may have aged while the handler lagged: replace it from the last read
+        // position before it can expire (I6).
+        if let Some((_, issued)) = &self.iterator {
+            if issued.elapsed() >= cfg.iterator_refresh_age {
+                tracing::debug!(shard = %self.shard.shard_id, "refreshing an aging iterator");
+                self.iterator = None;
+            }
+        }
+        if self.iterator.is_none() {
+            let position = self.open_position();
+            match self
+                .shared
+                .api
+                .get_shard_iterator(
+                    self.shared.stream_arn.clone(),
+                    self.shard.shard_id.clone(),
+                    position.clone(),
+                )
+                .await
+            {
+                Ok(it) => {
+                    self.iterator = Some((it, Instant::now()));
+                    self.opened = true;
+                    self.reopen_at_trim_horizon = false;
+                }
+                Err(e) => return self.on_source_error(e, "GetShardIterator").await,
+            }
+        }
+        let Some((iterator, _)) = self.iterator.clone() else {
+            return Ok(Step::Again(Duration::ZERO));
+        };
+        self.last_poll = Some(Instant::now());
+        let span = tracing::debug_span!("poll", stream = %self.shard.stream_arn, shard = %self.shard.shard_id);
+        let result = tracing::Instrument::instrument(
+            self.shared
+                .api
+                .get_records(iterator, Some(cfg.max_records_per_call)),
+            span,
+        )
+        .await;
+        let page = match result {
+            Ok(p) => p,
+            Err(e) => return self.on_source_error(e, "GetRecords").await,
+        };
+        self.retries = 0;
+        let now = Instant::now();
+        self.iterator = page.next_shard_iterator.map(|it| (it, now));
+        let page_len = page.records.len();
+        let full = page_len >= cfg.max_records_per_call as usize;
+
+        if let Some(through) = page.records.last().map(|r| r.sequence_number().clone()) {
+            // Strictly increasing per shard (I1), even if a source repeats itself.
+            let last_read = self.last_read.clone();
+            let skip_before = self.plan.skip_before;
+            let mut newest = last_read.clone();
+            let mut records = Vec::with_capacity(page_len);
+            for r in page.records {
+                if newest.as_ref().is_some_and(|n| r.sequence_number() <= n) {
+                    continue;
+                }
+                newest = Some(r.sequence_number().clone());
+                if !predates(r.approximate_creation_time(), skip_before) {
+                    records.push(r);
+                }
+            }
+            if last_read.as_ref().is_none_or(|l| &through > l) {
+                self.last_read = Some(through.clone());
+                let batch = Batch::from_ordered(self.shard.clone(), records);
+                self.in_flight += 1;
+                let handler = self.handler_ref.as_ref().ok_or("handler actor missing")?;
+                handler
+                    .cast(HandlerMsg::Deliver { batch, through })
+                    .map_err(|e| format!("handler actor gone: {e}"))?;
+            }
+        }
+        if self.iterator.is_none() {
+            return Ok(Step::End);
+        }
+        Ok(if full {
+            Step::Again(Duration::ZERO)
+        } else if page_len > 0 {
+            Step::Again(cfg.min_poll_interval)
+        } else {
+            Step::Again(cfg.idle_poll_interval)
+        })
+    }
+
+    async fn on_source_error(
+        &mut self,
+        e: SourceError,
+        op: &str,
+    ) -> Result<Step, ActorProcessingErr> {
+        let shard = self.shard.shard_id.clone();
+        match e.kind() {
+            SourceErrorKind::ExpiredIterator => {
+                tracing::info!(%shard, "{op}: iterator expired; reopening after the last read record");
+                self.iterator = None;
+                Ok(Step::Again(Duration::ZERO))
+            }
+            SourceErrorKind::Throttled | SourceErrorKind::Retryable => {
+                let wait = self.retry_delay();
+                tracing::warn!(%shard, error = %e, retry_in = ?wait, attempt = self.retries, "{op} failed; backing off");
+                Ok(Step::Again(wait))
+            }
+            SourceErrorKind::TrimmedData => {
+                let after = self.last_read.clone();
+                match self.gap(GapKind::TrimmedData { after }) {
+                    GapAction::Stopped => Ok(Step::Stop),
+                    _ => {
+                        self.iterator = None;
+                        self.reopen_at_trim_horizon = true;
+                        Ok(Step::Again(Duration::ZERO))
+                    }
+                }
+            }
+            SourceErrorKind::NotFound => {
+                let after = self.last_read.clone();
+                match self.gap(GapKind::VanishedShard { after }) {
+                    GapAction::Stopped => Ok(Step::Stop),
+                    // Nothing more can be read: let its children go on (the gap is reported).
+                    _ => {
+                        self.iterator = None;
+                        Ok(Step::End)
+                    }
+                }
+            }
+            _ => Err(format!("{op} on shard {shard}: {e}").into()),
+        }
+    }
+
+    /// Every batch is acknowledged and the shard is read to its end: run `on_shard_end`, make
+    /// the end durable, then exit so the coordinator can start the children (I2).
+    async fn finish(&mut self, myself: &ActorRef<WorkerMsg>) -> Result<(), ActorProcessingErr> {
+        let timeout = self.shared.config.handler_timeout + Duration::from_secs(5);
+        let handler = self.handler_ref.as_ref().ok_or("handler actor missing")?;
+        call(handler, HandlerMsg::End, timeout).await??;
+        call(
+            &self.checkpointer,
+            |reply| CheckpointerMsg::Save {
+                updates: vec![(self.shard.shard_id.clone(), ShardCheckpoint::Ended)],
+                reply,
+            },
+            timeout,
+        )
+        .await?
+        .map_err(|e| {
+            format!(
+                "cannot checkpoint the end of shard {}: {e}",
+                self.shard.shard_id
+            )
+        })?;
+        tracing::info!(shard = %self.shard.shard_id, "shard ended");
+        myself.stop(Some(exit::ENDED.into()));
+        Ok(())
+    }
+
+    async fn finish_drain(&mut self, myself: &ActorRef<WorkerMsg>) {
+        if let Some(h) = &self.handler_ref {
+            let _ = call(h, HandlerMsg::Shutdown, self.shared.config.handler_timeout).await;
+        }
+        if let Some(reply) = self.draining.take() {
+            let _ = reply.send(());
+        }
+        myself.stop(Some(exit::DRAINED.into()));
+    }
+
+    async fn after_step(
+        &mut self,
+        myself: &ActorRef<WorkerMsg>,
+        step: Step,
+    ) -> Result<(), ActorProcessingErr> {
+        match step {
+            Step::Again(delay) => self.schedule_poll(myself, delay),
+            Step::Wait => {}
+            Step::End => {
+                self.end_reached = true;
+                if self.in_flight == 0 {
+                    self.finish(myself).await?;
+                }
+            }
+            Step::Stop => {
+                self.end_reached = true;
+                myself.stop(Some(exit::GAP.into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a record was created before a `LATEST` bookmark (records without a time are kept).
+fn predates(created: Option<SystemTime>, bookmark: Option<SystemTime>) -> bool {
+    matches!((created, bookmark), (Some(c), Some(b)) if c < b)
+}
+
+impl Actor for ShardWorker {
+    type Msg = WorkerMsg;
+    type State = WorkerState;
+    type Arguments = WorkerArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: WorkerArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(WorkerState {
+            shared: args.shared,
+            shard: args.shard,
+            plan: args.plan,
+            handler: Some(args.handler),
+            handler_ref: None,
+            checkpointer: args.checkpointer,
+            coordinator: args.coordinator,
+            iterator: None,
+            opened: false,
+            reopen_at_trim_horizon: false,
+            last_read: None,
+            in_flight: 0,
+            end_reached: false,
+            poll_timer: None,
+            last_poll: None,
+            retries: 0,
+            draining: None,
+            is_draining: false,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let handler = state.handler.take().ok_or("handler already taken")?;
+        let (handler_ref, _) = Actor::spawn_linked(
+            None,
+            HandlerActor,
+            HandlerArgs {
+                handler,
+                shard: state.shard.clone(),
+                worker: myself.clone(),
+                timeout: state.shared.config.handler_timeout,
+            },
+            myself.get_cell(),
+        )
+        .await
+        .map_err(|e| format!("cannot start the handler actor: {e}"))?;
+        let timeout = state.shared.config.handler_timeout + Duration::from_secs(5);
+        call(&handler_ref, HandlerMsg::Start, timeout).await??;
+        state.handler_ref = Some(handler_ref);
+        state.shared.emit(ConsumerEvent::ShardStarted {
+            shard_id: state.shard.shard_id.clone(),
+            parent_shard_id: state.shard.parent_shard_id.clone(),
+            position: state.plan.position.type_name().to_owned(),
+        });
+        tracing::info!(shard = %state.shard.shard_id, position = state.plan.position.type_name(), "shard started");
+        let _ = myself.cast(WorkerMsg::Poll);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = state.poll_timer.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WorkerMsg::Poll => {
+                state.poll_timer = None;
+                if state.is_draining || state.end_reached {
+                    return Ok(());
+                }
+                let step = state.poll_once().await?;
+                state.after_step(&myself, step).await?;
+            }
+            WorkerMsg::Acked { through } => {
+                state.in_flight = state.in_flight.saturating_sub(1);
+                let _ = state.checkpointer.cast(CheckpointerMsg::Processed {
+                    shard_id: state.shard.shard_id.clone(),
+                    sequence_number: through,
+                });
+                if state.in_flight == 0 && state.is_draining {
+                    state.finish_drain(&myself).await;
+                } else if state.in_flight == 0 && state.end_reached {
+                    state.finish(&myself).await?;
+                } else {
+                    state.schedule_poll(&myself, Duration::ZERO);
+                }
+            }
+            WorkerMsg::HandlerFailed(error) => {
+                return Err(error.into());
+            }
+            WorkerMsg::Drain(reply) => {
+                state.is_draining = true;
+                if let Some(t) = state.poll_timer.take() {
+                    t.abort();
+                }
+                state.draining = Some(reply);
+                if state.in_flight == 0 {
+                    state.finish_drain(&myself).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // The handler actor only stops with its worker; on its own it stops by failing (a panic
+        // in user code). Either way the batch in hand is not acknowledged: fail so the
+        // coordinator restarts this shard from its checkpoint.
+        match evt {
+            SupervisionEvent::ActorFailed(_, e) => Err(format!("handler panicked: {e}").into()),
+            SupervisionEvent::ActorTerminated(_, _, reason) => Err(format!(
+                "handler stopped unexpectedly: {}",
+                reason.unwrap_or_default()
+            )
+            .into()),
+            _ => Ok(()),
+        }
+    }
+}

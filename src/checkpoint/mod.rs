@@ -1,0 +1,129 @@
+//! Durable shard positions.
+//!
+//! A [`CheckpointStore`] keeps, per (application, stream ARN), the consumer's first-start time
+//! and one [`ShardCheckpoint`] per shard. The consumer only ever stores sequence numbers (never
+//! shard iterators, which expire after 15 minutes), and a checkpoint never passes a record the
+//! handler has not acknowledged (invariant I3).
+
+mod file;
+mod memory;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CheckpointError;
+use crate::record::SequenceNumber;
+use crate::source::BoxFuture;
+
+pub use file::FileCheckpointStore;
+pub use memory::MemoryCheckpointStore;
+
+/// Identifies one consumer's position set: several applications can consume one stream, each
+/// with its own checkpoints, and a re-enabled stream has a new ARN (and so starts afresh).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StreamKey {
+    /// The consumer application's name.
+    pub application: String,
+    /// The stream ARN.
+    pub stream_arn: String,
+}
+
+/// Where a consumer stands in one shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ShardCheckpoint {
+    /// Every record up to and including `sequence_number` has been processed.
+    Processed {
+        /// The last processed record.
+        sequence_number: SequenceNumber,
+    },
+    /// The shard was read to its end and every record processed; its children may start.
+    Ended,
+    /// The consumer first started at `LATEST` at `since_ms` (Unix milliseconds) and has
+    /// processed nothing in this shard since.
+    Latest {
+        /// The bookmark time.
+        since_ms: u64,
+    },
+}
+
+impl ShardCheckpoint {
+    /// The last processed sequence number, if any.
+    pub fn sequence_number(&self) -> Option<&SequenceNumber> {
+        match self {
+            Self::Processed { sequence_number } => Some(sequence_number),
+            _ => None,
+        }
+    }
+}
+
+/// Everything stored for one [`StreamKey`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StreamCheckpoints {
+    /// When the consumer first started on this stream (Unix milliseconds). Its presence means
+    /// "not the first start": new shards then read from their beginning.
+    pub started_at_ms: u64,
+    /// One entry per shard the consumer has a position in.
+    pub shards: BTreeMap<String, ShardCheckpoint>,
+}
+
+/// Persistent storage for checkpoints.
+///
+/// Contract:
+/// - `load` returns `Ok(None)` only when nothing was ever stored for `key`. Unreadable or foreign
+///   data is an error ([`Corrupt`](crate::error::CheckpointErrorKind::Corrupt) /
+///   [`Mismatch`](crate::error::CheckpointErrorKind::Mismatch)), never `None`: treating it as
+///   empty would silently restart from the start position.
+/// - `save` is durable when it returns `Ok`: `started_at_ms` is recorded (if not yet) and every
+///   entry of `shards` replaces the stored one for that shard, all or nothing.
+/// - Saving the same state twice is harmless (idempotent).
+pub trait CheckpointStore: Send + Sync + 'static {
+    /// Everything stored for `key`.
+    fn load(
+        &self,
+        key: &StreamKey,
+    ) -> BoxFuture<'_, Result<Option<StreamCheckpoints>, CheckpointError>>;
+
+    /// Durably record `started_at_ms` (first call only) and the given shard checkpoints.
+    fn save(
+        &self,
+        key: &StreamKey,
+        started_at_ms: u64,
+        shards: Vec<(String, ShardCheckpoint)>,
+    ) -> BoxFuture<'_, Result<(), CheckpointError>>;
+}
+
+impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
+    fn load(
+        &self,
+        key: &StreamKey,
+    ) -> BoxFuture<'_, Result<Option<StreamCheckpoints>, CheckpointError>> {
+        (**self).load(key)
+    }
+
+    fn save(
+        &self,
+        key: &StreamKey,
+        started_at_ms: u64,
+        shards: Vec<(String, ShardCheckpoint)>,
+    ) -> BoxFuture<'_, Result<(), CheckpointError>> {
+        (**self).save(key, started_at_ms, shards)
+    }
+}
+
+/// Apply a save to an in-memory copy (shared by the memory and file stores).
+pub(crate) fn merge(
+    into: &mut BTreeMap<StreamKey, StreamCheckpoints>,
+    key: &StreamKey,
+    started_at_ms: u64,
+    shards: Vec<(String, ShardCheckpoint)>,
+) {
+    let entry = into
+        .entry(key.clone())
+        .or_insert_with(|| StreamCheckpoints {
+            started_at_ms,
+            shards: BTreeMap::new(),
+        });
+    entry.shards.extend(shards);
+}

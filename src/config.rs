@@ -1,0 +1,180 @@
+//! Consumer tuning, with documented defaults (see also `docs/semantics.md`).
+
+use std::time::Duration;
+
+use crate::position::StartPosition;
+
+/// What to do when records were lost before the consumer could read them (a *gap*: trimmed
+/// data, a checkpointed shard that vanished). The gap is always reported as a
+/// [`ConsumerEvent::Gap`](crate::ConsumerEvent::Gap) first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum GapPolicy {
+    /// Stop the consumer with [`Error::Gap`](crate::Error::Gap): an operator decides.
+    #[default]
+    Fail,
+    /// Continue from the oldest retained record (or treat a vanished shard as ended).
+    Continue,
+}
+
+/// What happens when one shard keeps failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Backoff before the first restart; doubles per failure in the window, with jitter.
+    pub initial_backoff: Duration,
+    /// Backoff cap.
+    pub max_backoff: Duration,
+    /// Failures within `window` after which the shard is quarantined (stopped and reported)
+    /// while the other shards go on.
+    pub max_failures: u32,
+    /// The window over which failures are counted.
+    pub window: Duration,
+    /// Stop the whole consumer (with [`Error::Quarantined`](crate::Error::Quarantined)) when a
+    /// shard is quarantined, instead of letting the other shards go on.
+    pub stop_consumer_on_quarantine: bool,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            max_failures: 10,
+            window: Duration::from_secs(300),
+            stop_consumer_on_quarantine: false,
+        }
+    }
+}
+
+/// Every knob of the consumer. Start from `ConsumerConfig::default()` and change what you need;
+/// [`ConsumerBuilder`](crate::ConsumerBuilder) has setters for the common ones.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ConsumerConfig {
+    /// Names this consumer's checkpoints, so several applications can consume one stream.
+    /// Default `"default"`.
+    pub application_name: String,
+    /// Where to start on shards open at the very first start. Default `TrimHorizon`.
+    pub start_position: StartPosition,
+    /// Records per GetRecords call (1..=1000). Default 1000.
+    pub max_records_per_call: u32,
+    /// Batches handed to a shard's handler and not yet acknowledged (I6). Memory per shard is
+    /// bounded by this many GetRecords pages (≤ 1 MB each). Default 2.
+    pub max_in_flight_batches: usize,
+    /// Minimum time between two GetRecords calls on one shard. Default 200 ms (≤ 5 calls/s,
+    /// the service's per-shard limit).
+    pub min_poll_interval: Duration,
+    /// Wait after an empty page on an open shard. Default 1 s.
+    pub idle_poll_interval: Duration,
+    /// How often the stream's shards are listed to find new ones. Default 10 s. Children of
+    /// an ended shard are looked up at once, independently of this.
+    pub discovery_interval: Duration,
+    /// Minimum time between two DescribeStream calls of this consumer. Default 100 ms
+    /// (≤ 10 calls/s, the service's limit).
+    pub min_describe_interval: Duration,
+    /// How long acknowledged positions may wait before they are written to the checkpoint
+    /// store. Shard ends and shutdown are always written at once. Default 1 s.
+    pub checkpoint_interval: Duration,
+    /// A handler call running longer than this counts as a failure. Default 5 min.
+    pub handler_timeout: Duration,
+    /// A held shard iterator older than this is replaced (from the last read sequence number)
+    /// before use, so a slow handler never lets it expire. Default 10 min (iterators live 15).
+    pub iterator_refresh_age: Duration,
+    /// First backoff after a throttled or failed GetRecords; doubles up to `max_retry_backoff`,
+    /// with jitter. Default 200 ms.
+    pub retry_backoff: Duration,
+    /// Backoff cap for GetRecords and DescribeStream retries. Default 10 s.
+    pub max_retry_backoff: Duration,
+    /// Widening of a `LATEST` bookmark when a shard has to be re-read from its beginning
+    /// (restart before the first record, expired first iterator): records created up to this long
+    /// before the bookmark are delivered too (creation times are approximate: DynamoDB Local
+    /// truncates them to the minute). Default 2 min.
+    pub latest_bookmark_margin: Duration,
+    /// Restart and quarantine rules.
+    pub restart: RestartPolicy,
+    /// What to do about gaps. Default [`GapPolicy::Fail`].
+    pub gap_policy: GapPolicy,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            application_name: "default".into(),
+            start_position: StartPosition::TrimHorizon,
+            max_records_per_call: 1000,
+            max_in_flight_batches: 2,
+            min_poll_interval: Duration::from_millis(200),
+            idle_poll_interval: Duration::from_secs(1),
+            discovery_interval: Duration::from_secs(10),
+            min_describe_interval: Duration::from_millis(100),
+            checkpoint_interval: Duration::from_secs(1),
+            handler_timeout: Duration::from_secs(300),
+            iterator_refresh_age: Duration::from_secs(600),
+            retry_backoff: Duration::from_millis(200),
+            max_retry_backoff: Duration::from_secs(10),
+            latest_bookmark_margin: Duration::from_secs(120),
+            restart: RestartPolicy::default(),
+            gap_policy: GapPolicy::Fail,
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// Check the values; the message names the bad field.
+    pub(crate) fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |m: &str| Err(crate::Error::InvalidArgument(m.to_owned()));
+        if self.application_name.is_empty() {
+            return bad("application_name must not be empty");
+        }
+        if !(1..=1000).contains(&self.max_records_per_call) {
+            return bad("max_records_per_call must be within 1..=1000");
+        }
+        if self.max_in_flight_batches == 0 {
+            return bad("max_in_flight_batches must be at least 1");
+        }
+        if self.iterator_refresh_age >= Duration::from_secs(15 * 60) {
+            return bad("iterator_refresh_age must be below the 15-minute iterator lifetime");
+        }
+        if self.restart.max_failures == 0 {
+            return bad("restart.max_failures must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Exponential backoff with full jitter: a random wait in `[base·2^n / 2, base·2^n]`, capped.
+pub(crate) fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.min(20)).min(cap);
+    let half = exp / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(5);
+        for attempt in 0..40 {
+            let d = backoff(base, cap, attempt);
+            let exp = base.saturating_mul(1 << attempt.min(20)).min(cap);
+            assert!(
+                d >= exp / 2 && d <= exp,
+                "attempt {attempt}: {d:?} vs {exp:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let c = ConsumerConfig {
+            max_in_flight_batches: 0,
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("max_in_flight_batches"), "{e}");
+        assert!(ConsumerConfig::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,361 @@
+//! The public handle: build, run, observe and stop a consumer.
+
+use std::sync::{Arc, Mutex};
+
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorRef};
+use tokio::sync::broadcast;
+
+use crate::actors::coordinator::{Coordinator, CoordinatorArgs, CoordinatorMsg};
+use crate::actors::{Outcome, Shared};
+use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore, StreamKey};
+use crate::config::{ConsumerConfig, GapPolicy};
+use crate::error::{Error, Result};
+use crate::events::ConsumerEvent;
+use crate::handler::{handler_fn, DynHandler, Handler, HandlerFactory, ShardInfo};
+use crate::position::StartPosition;
+use crate::source::StreamsApi;
+use crate::Batch;
+
+/// How many events a slow [`Consumer::events`] receiver may fall behind before it misses some.
+pub const EVENT_CAPACITY: usize = 4096;
+
+/// A running consumer of one DynamoDB stream.
+///
+/// Dropping it without [`shutdown`](Self::shutdown) is a crash: every actor is killed at once,
+/// in-flight batches are abandoned, and the next start resumes from the last durable
+/// checkpoint (records after it are delivered again).
+///
+/// ```no_run
+/// use dynamodb_stream::{checkpoint::FileCheckpointStore, Batch, Consumer, HandlerError, StartPosition};
+///
+/// # async fn run(client: aws_sdk_dynamodbstreams::Client, stream_arn: String) -> dynamodb_stream::Result<()> {
+/// let mut consumer = Consumer::builder(client, stream_arn)
+///     .handler_fn(|batch: Batch| async move {
+///         for record in batch.records() {
+///             println!("{:?} {}", record.kind(), record.key_string());
+///         }
+///         Ok::<(), HandlerError>(())
+///     })
+///     .checkpoints(FileCheckpointStore::new("orders.checkpoints.json"))
+///     .start_from(StartPosition::TrimHorizon)
+///     .spawn()
+///     .await?;
+/// tokio::select! {
+///     result = consumer.join() => result?,
+///     _ = tokio::signal::ctrl_c() => consumer.shutdown().await?,
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Consumer {
+    coordinator: ActorRef<CoordinatorMsg>,
+    join: Option<JoinHandle<()>>,
+    events: broadcast::Sender<ConsumerEvent>,
+    outcome: Outcome,
+    stream_arn: String,
+    stopped: bool,
+}
+
+impl Consumer {
+    /// Start building a consumer of `stream_arn` read through `source` (an
+    /// `aws_sdk_dynamodbstreams::Client`, a [`Simulator`](crate::sim::Simulator), or any
+    /// [`StreamsApi`]).
+    pub fn builder(source: impl StreamsApi, stream_arn: impl Into<String>) -> ConsumerBuilder {
+        let config = ConsumerConfig::default();
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        ConsumerBuilder {
+            api: Arc::new(source),
+            stream_arn: stream_arn.into(),
+            config,
+            factory: None,
+            store: None,
+            events,
+        }
+    }
+
+    /// Start building a consumer of a table's current stream: DescribeTable gives its
+    /// `LatestStreamArn`. Fails with a clear error when the table does not exist or has no
+    /// stream.
+    #[cfg(feature = "aws")]
+    pub async fn for_table(
+        dynamodb: &aws_sdk_dynamodb::Client,
+        streams: aws_sdk_dynamodbstreams::Client,
+        table: &str,
+    ) -> Result<ConsumerBuilder> {
+        let resolved = crate::source::aws::resolve_table_stream(dynamodb, table).await?;
+        Ok(Self::builder(streams, resolved.stream_arn))
+    }
+
+    /// The stream being consumed.
+    pub fn stream_arn(&self) -> &str {
+        &self.stream_arn
+    }
+
+    /// Subscribe to lifecycle events from now on (see also [`ConsumerBuilder::events`] to miss
+    /// none). A receiver that falls more than [`EVENT_CAPACITY`] events behind is told how many
+    /// it missed (`RecvError::Lagged`).
+    pub fn events(&self) -> broadcast::Receiver<ConsumerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Wait until the consumer stops by itself: an error (a gap under [`GapPolicy::Fail`], a
+    /// quarantine with `stop_consumer_on_quarantine`, a corrupt or foreign checkpoint, a stream
+    /// that vanished), or a disabled stream read to its end (`Ok`).
+    ///
+    /// Cancel-safe; the error is returned once.
+    pub async fn join(&mut self) -> Result<()> {
+        if let Some(handle) = self.join.as_mut() {
+            let _ = handle.await;
+            self.join = None;
+            self.stopped = true;
+        }
+        self.take_outcome()
+    }
+
+    /// Graceful stop: stop reading, let in-flight batches finish, write the final checkpoint,
+    /// call `on_shutdown` on every handler. Returns the error the consumer had stopped with, if
+    /// it had.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if !self.stopped {
+            let _ = self.coordinator.call(CoordinatorMsg::Shutdown, None).await;
+            if let Some(handle) = self.join.take() {
+                let _ = handle.await;
+            }
+            self.stopped = true;
+        }
+        self.take_outcome()
+    }
+
+    /// Stop at once without draining or a final checkpoint, as a crash would.
+    pub fn abort(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        if !self.stopped {
+            self.coordinator.kill();
+            self.stopped = true;
+        }
+    }
+
+    fn take_outcome(&self) -> Result<()> {
+        match self
+            .outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Configures a [`Consumer`]; made by [`Consumer::builder`].
+pub struct ConsumerBuilder {
+    api: Arc<dyn StreamsApi>,
+    stream_arn: String,
+    config: ConsumerConfig,
+    factory: Option<HandlerFactory>,
+    store: Option<Arc<dyn CheckpointStore>>,
+    events: broadcast::Sender<ConsumerEvent>,
+}
+
+impl std::fmt::Debug for ConsumerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerBuilder")
+            .field("stream_arn", &self.stream_arn)
+            .field("config", &self.config)
+            .field("has_handler", &self.factory.is_some())
+            .field("has_checkpoints", &self.store.is_some())
+            .finish()
+    }
+}
+
+impl ConsumerBuilder {
+    /// Make a new handler per shard (called at every shard start and restart).
+    pub fn handler_factory<H, F>(mut self, factory: F) -> Self
+    where
+        H: Handler,
+        F: Fn(&ShardInfo) -> H + Send + Sync + 'static,
+    {
+        self.factory = Some(Arc::new(move |shard: &ShardInfo| {
+            Box::new(factory(shard)) as Box<dyn DynHandler>
+        }));
+        self
+    }
+
+    /// Use clones of one handler, one per shard.
+    pub fn handler<H: Handler + Clone + Sync>(self, handler: H) -> Self {
+        self.handler_factory(move |_| handler.clone())
+    }
+
+    /// Handle batches with a closure; it is shared by all shards.
+    ///
+    /// ```no_run
+    /// # use dynamodb_stream::{Batch, Consumer, HandlerError, sim::Simulator};
+    /// # let sim = Simulator::new();
+    /// let builder = Consumer::builder(sim.clone(), sim.stream_arn())
+    ///     .handler_fn(|batch: Batch| async move {
+    ///         println!("{} records from {}", batch.len(), batch.shard().shard_id);
+    ///         Ok::<(), HandlerError>(())
+    ///     });
+    /// ```
+    pub fn handler_fn<F, Fut>(self, f: F) -> Self
+    where
+        F: Fn(Batch) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = std::result::Result<(), crate::HandlerError>>
+            + Send
+            + 'static,
+    {
+        let f = Arc::new(f);
+        self.handler_factory(move |_| {
+            let f = f.clone();
+            handler_fn(move |batch| f(batch))
+        })
+    }
+
+    /// Where positions are stored. Default: a [`MemoryCheckpointStore`] (lost on exit).
+    pub fn checkpoints(mut self, store: impl CheckpointStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Where to start on shards open at the very first start on this stream (default
+    /// `TrimHorizon`). Ignored once checkpoints exist.
+    pub fn start_from(mut self, position: StartPosition) -> Self {
+        self.config.start_position = position;
+        self
+    }
+
+    /// The application name that keys the checkpoints (default `"default"`).
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.config.application_name = name.into();
+        self
+    }
+
+    /// What to do about gaps (default [`GapPolicy::Fail`]).
+    pub fn gap_policy(mut self, policy: GapPolicy) -> Self {
+        self.config.gap_policy = policy;
+        self
+    }
+
+    /// Replace the whole configuration (the start position, application name and gap policy
+    /// set before are overwritten by `config`'s).
+    pub fn config(mut self, config: ConsumerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Change the configuration in place.
+    pub fn configure(mut self, f: impl FnOnce(&mut ConsumerConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Subscribe to events before the consumer starts, so none are missed.
+    pub fn events(&self) -> broadcast::Receiver<ConsumerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Validate, load checkpoints, and start. Must run inside a tokio runtime.
+    ///
+    /// Errors: a malformed stream ARN, no handler, an invalid configuration, or checkpoints that
+    /// cannot be read (corrupt, foreign) — the consumer never starts over silently.
+    pub async fn spawn(self) -> Result<Consumer> {
+        validate_stream_arn(&self.stream_arn)?;
+        self.config.validate()?;
+        let factory = self.factory.ok_or_else(|| {
+            Error::InvalidArgument(
+                "no handler: call handler(), handler_factory() or handler_fn()".into(),
+            )
+        })?;
+        let store: Arc<dyn CheckpointStore> = match self.store {
+            Some(s) => s,
+            None => Arc::new(MemoryCheckpointStore::new()),
+        };
+        let key = StreamKey {
+            application: self.config.application_name.clone(),
+            stream_arn: self.stream_arn.clone(),
+        };
+        let stored = store.load(&key).await?;
+        let events = self.events;
+        let shared = Arc::new(Shared {
+            api: self.api,
+            config: self.config,
+            stream_arn: self.stream_arn.clone(),
+            events: events.clone(),
+            factory,
+        });
+        let outcome: Outcome = Arc::new(Mutex::new(None));
+        let (coordinator, join) = Actor::spawn(
+            None,
+            Coordinator,
+            CoordinatorArgs {
+                shared,
+                store,
+                key,
+                stored,
+                outcome: outcome.clone(),
+            },
+        )
+        .await
+        .map_err(|e| Error::Runtime(format!("cannot start the coordinator: {e}")))?;
+        Ok(Consumer {
+            coordinator,
+            join: Some(join),
+            events,
+            outcome,
+            stream_arn: self.stream_arn,
+            stopped: false,
+        })
+    }
+}
+
+/// A stream ARN looks like `arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL`.
+fn validate_stream_arn(arn: &str) -> Result<()> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[2] == "dynamodb"
+        && parts[5].starts_with("table/")
+        && parts[5].split('/').count() == 4
+        && parts[5].split('/').nth(2) == Some("stream")
+        && parts[5].split('/').all(|p| !p.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{arn:?} is not a DynamoDB stream ARN (expected arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE/stream/LABEL)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_arns_are_checked() {
+        assert!(validate_stream_arn(
+            "arn:aws:dynamodb:us-east-1:000000000000:table/t/stream/2024-01-01T00:00:00.000"
+        )
+        .is_ok());
+        for bad in [
+            "",
+            "orders",
+            "arn:aws:dynamodb:us-east-1:0:table/t",
+            "arn:aws:s3:::bucket/table/t/stream/x",
+        ] {
+            let e = validate_stream_arn(bad).unwrap_err().to_string();
+            assert!(e.contains("not a DynamoDB stream ARN"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Typed, classified errors.
+//!
+//! Every error the crate returns says whether trying again can help ([`Error::is_retryable`]).
+//! Supervision decides between restart and stop from that classification, never from strings.
+
+use std::fmt;
+
+use crate::record::SequenceNumber;
+
+/// A boxed error from a lower layer, kept as the `source()` of ours.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong when talking to a stream (the AWS service, DynamoDB Local or the simulator).
+///
+/// The classification mirrors the DynamoDB Streams error model, so the shard worker can react to
+/// each case precisely: back off, refresh an iterator, report a gap, or give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SourceErrorKind {
+    /// Request rate too high (`LimitExceededException`, `ThrottlingException`,
+    /// `ProvisionedThroughputExceededException`): back off with jitter and retry.
+    Throttled,
+    /// The shard iterator is older than 15 minutes (`ExpiredIteratorException`): get a new one
+    /// from the last delivered sequence number.
+    ExpiredIterator,
+    /// The requested position is older than the 24-hour retention (`TrimmedDataAccessException`):
+    /// records were lost before we could read them. Reported as a gap, never skipped silently.
+    TrimmedData,
+    /// The stream or shard does not exist (`ResourceNotFoundException`).
+    NotFound,
+    /// A transient failure (5xx, timeout, connection reset): retry with backoff.
+    Retryable,
+    /// A failure that retrying cannot fix (bad request, access denied, validation error).
+    Fatal,
+}
+
+impl SourceErrorKind {
+    /// Whether the same request may succeed later without any change on our side.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Throttled | Self::Retryable)
+    }
+}
+
+/// An error from a [`StreamsApi`](crate::source::StreamsApi) call, with its classification.
+#[derive(Debug)]
+pub struct SourceError {
+    kind: SourceErrorKind,
+    message: String,
+    source: Option<BoxError>,
+}
+
+impl SourceError {
+    /// A new error of `kind` with a human-readable message.
+    pub fn new(kind: SourceErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attach the lower-level cause.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The classification.
+    pub fn kind(&self) -> SourceErrorKind {
+        self.kind
+    }
+
+    /// The message, without the kind.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        self.kind.is_retryable()
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for SourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// What went wrong with a checkpoint store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CheckpointErrorKind {
+    /// Reading or writing the storage failed (disk, network); may succeed later.
+    Io,
+    /// The stored data cannot be parsed. Never treated as "no checkpoint": that would silently
+    /// restart from the start position and lose or repeat records.
+    Corrupt,
+    /// The stored data belongs to another stream, application or format version, or names
+    /// a position that cannot belong to the shard it is stored for.
+    Mismatch,
+}
+
+/// An error from a [`CheckpointStore`](crate::checkpoint::CheckpointStore).
+#[derive(Debug)]
+pub struct CheckpointError {
+    kind: CheckpointErrorKind,
+    message: String,
+    source: Option<BoxError>,
+}
+
+impl CheckpointError {
+    /// A new error of `kind`.
+    pub fn new(kind: CheckpointErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attach the lower-level cause.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The classification.
+    pub fn kind(&self) -> CheckpointErrorKind {
+        self.kind
+    }
+
+    /// Only I/O failures are worth retrying; corrupt or foreign data stays so.
+    pub fn is_retryable(&self) -> bool {
+        self.kind == CheckpointErrorKind::Io
+    }
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            CheckpointErrorKind::Io => "checkpoint storage failed",
+            CheckpointErrorKind::Corrupt => "checkpoint data is corrupt",
+            CheckpointErrorKind::Mismatch => "checkpoint data does not match this consumer",
+        };
+        write!(f, "{kind}: {}", self.message)
+    }
+}
+
+impl std::error::Error for CheckpointError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// A record image could not be decoded into the caller's type.
+#[derive(Debug, thiserror::Error)]
+#[error("record {sequence_number}: {image} image does not decode: {source}")]
+pub struct DecodeError {
+    /// The record that failed.
+    pub sequence_number: SequenceNumber,
+    /// Which image: `"keys"`, `"new"` or `"old"`.
+    pub image: &'static str,
+    /// What serde_dynamo said.
+    #[source]
+    pub source: serde_dynamo::Error,
+}
+
+/// The error a [`Handler`](crate::Handler) returns for a batch it could not process.
+///
+/// Any error type converts into it with `?`. The consumer redelivers the batch after a
+/// supervised restart of the shard worker.
+pub struct HandlerError {
+    inner: BoxError,
+}
+
+impl HandlerError {
+    /// An error from a message.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        Self {
+            inner: message.to_string().into(),
+        }
+    }
+
+    /// The wrapped error.
+    pub fn into_inner(self) -> BoxError {
+        self.inner
+    }
+}
+
+impl<E: Into<BoxError>> From<E> for HandlerError {
+    fn from(e: E) -> Self {
+        Self { inner: e.into() }
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+/// Every error the consumer reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A stream API call failed.
+    #[error("stream API: {0}")]
+    Source(#[from] SourceError),
+    /// The checkpoint store failed or holds unusable data.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// Records were lost before they could be read, and the gap policy says fail.
+    #[error("gap in shard {shard_id}: {reason}")]
+    Gap {
+        /// The shard with the gap.
+        shard_id: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The caller gave an argument that cannot work (bad ARN, missing handler, bad table).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A record did not decode into the requested type.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A shard exhausted its restart budget and was quarantined, and the policy stops the
+    /// consumer.
+    #[error("shard {shard_id} quarantined after repeated failures: {last_error}")]
+    Quarantined {
+        /// The shard.
+        shard_id: String,
+        /// The last failure before quarantine.
+        last_error: String,
+    },
+    /// The actor runtime failed (spawn failure, an actor died unexpectedly).
+    #[error("consumer runtime: {0}")]
+    Runtime(String),
+}
+
+impl Error {
+    /// Whether retrying the operation that produced this error may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Source(e) => e.is_retryable(),
+            Error::Checkpoint(e) => e.is_retryable(),
+            Error::Runtime(_) => true,
+            Error::Gap { .. }
+            | Error::InvalidArgument(_)
+            | Error::Decode(_)
+            | Error::Quarantined { .. } => false,
+        }
+    }
+
+    /// The opposite of [`is_retryable`](Self::is_retryable).
+    pub fn is_fatal(&self) -> bool {
+        !self.is_retryable()
+    }
+}

@@ -1,0 +1,177 @@
+//! What a running consumer reports: lifecycle events, gaps, and the npm package's vocabulary.
+
+use std::time::Duration;
+
+use crate::record::{Item, RecordKind, SequenceNumber, StreamRecord};
+
+/// Something that happened inside a running consumer, for services to observe (logging,
+/// alerting, health). Subscribe with [`Consumer::events`](crate::Consumer::events).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ConsumerEvent {
+    /// Discovery found shards not seen before (the npm package's "new shards").
+    ShardsDiscovered {
+        /// Their ids.
+        shard_ids: Vec<String>,
+    },
+    /// A shard worker started reading.
+    ShardStarted {
+        /// The shard.
+        shard_id: String,
+        /// Its parent, if known.
+        parent_shard_id: Option<String>,
+        /// The iterator type it opened with, e.g. `AFTER_SEQUENCE_NUMBER`.
+        position: String,
+    },
+    /// A shard was read to its end and its end checkpointed; children may start.
+    ShardEnded {
+        /// The shard.
+        shard_id: String,
+    },
+    /// Shards no longer listed by the stream (trimmed away after they ended; the npm package's
+    /// "removed shards").
+    ShardsRemoved {
+        /// Their ids.
+        shard_ids: Vec<String>,
+    },
+    /// A shard worker failed and will restart from its checkpoint after `backoff`.
+    WorkerRestarted {
+        /// The shard.
+        shard_id: String,
+        /// Failures of this shard within the restart window, this one included.
+        failures: u32,
+        /// Why it failed.
+        error: String,
+        /// Wait before the restart.
+        backoff: Duration,
+    },
+    /// A shard failed too often and was stopped; other shards go on (unless configured
+    /// otherwise). Its children stay blocked: nothing is skipped.
+    ShardQuarantined {
+        /// The shard.
+        shard_id: String,
+        /// The last failure.
+        error: String,
+    },
+    /// Records were lost before the consumer could read them.
+    Gap(Gap),
+    /// The stream no longer takes writes (disabled); the consumer stops once every shard ended.
+    StreamDisabled,
+    /// The consumer stopped; `error` is set when it stopped because of a failure.
+    Stopped {
+        /// The failure, if any.
+        error: Option<String>,
+    },
+}
+
+/// A reported loss of data (invariant I5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The shard.
+    pub shard_id: String,
+    /// What happened.
+    pub kind: GapKind,
+    /// What the consumer did about it (from the [`GapPolicy`](crate::GapPolicy)).
+    pub action: GapAction,
+}
+
+/// The kinds of gap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GapKind {
+    /// The position after `after` (or the shard's start, when `None`) is older than the
+    /// stream's 24-hour retention: records between it and the oldest retained one are lost.
+    TrimmedData {
+        /// The last record processed before the gap.
+        after: Option<SequenceNumber>,
+    },
+    /// A shard with an unfinished checkpoint no longer exists in the stream.
+    VanishedShard {
+        /// The last record processed in it.
+        after: Option<SequenceNumber>,
+    },
+}
+
+/// What the consumer did about a [`Gap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GapAction {
+    /// The consumer stops with an error.
+    Stopped,
+    /// Reading went on from the oldest retained record (or past the vanished shard).
+    Continued,
+}
+
+/// A record in the vocabulary of the npm `dynamodb-stream` package: insert, modify and remove
+/// events with plain items.
+///
+/// ```
+/// # use dynamodb_stream::{events::Change, StreamRecord};
+/// # fn f(record: &StreamRecord) {
+/// match Change::from(record) {
+///     Change::Insert { new_image, .. } => println!("insert {new_image:?}"),
+///     Change::Modify { old_image, new_image, .. } => println!("{old_image:?} -> {new_image:?}"),
+///     Change::Remove { old_image, .. } => println!("remove {old_image:?}"),
+///     Change::Other { .. } => {}
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Change {
+    /// `insert record`.
+    Insert {
+        /// The key attributes.
+        keys: Item,
+        /// The new item (absent on `KEYS_ONLY` / `OLD_IMAGE` streams).
+        new_image: Option<Item>,
+    },
+    /// `modify record`.
+    Modify {
+        /// The key attributes.
+        keys: Item,
+        /// The item before (absent on `KEYS_ONLY` / `NEW_IMAGE` streams).
+        old_image: Option<Item>,
+        /// The item after.
+        new_image: Option<Item>,
+    },
+    /// `remove record` (including TTL deletions).
+    Remove {
+        /// The key attributes.
+        keys: Item,
+        /// The item before.
+        old_image: Option<Item>,
+    },
+    /// A record with an event name this crate does not know.
+    Other {
+        /// The event name.
+        event_name: String,
+        /// The key attributes.
+        keys: Item,
+    },
+}
+
+impl From<&StreamRecord> for Change {
+    fn from(r: &StreamRecord) -> Self {
+        let keys = r.keys().clone();
+        match r.kind() {
+            RecordKind::Insert => Change::Insert {
+                keys,
+                new_image: r.new_image().cloned(),
+            },
+            RecordKind::Modify => Change::Modify {
+                keys,
+                old_image: r.old_image().cloned(),
+                new_image: r.new_image().cloned(),
+            },
+            RecordKind::Remove { .. } => Change::Remove {
+                keys,
+                old_image: r.old_image().cloned(),
+            },
+            RecordKind::Unknown(name) => Change::Other {
+                event_name: name.clone(),
+                keys,
+            },
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! Stream records and their sequence numbers.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::DecodeError;
+
+pub use serde_dynamo::{AttributeValue, Item};
+
+/// A DynamoDB Streams sequence number: 21 to 40 decimal digits, ordered numerically.
+///
+/// Sequence numbers of one shard increase with every record; they are not contiguous. They are
+/// compared as numbers, never as strings of different lengths.
+///
+/// ```
+/// use dynamodb_stream::SequenceNumber;
+/// let a: SequenceNumber = "900000000000000000001".parse()?;
+/// let b: SequenceNumber = "1000000000000000000000".parse()?;
+/// assert!(a < b);
+/// # Ok::<(), dynamodb_stream::InvalidSequenceNumber>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SequenceNumber(String);
+
+/// A string that is not a valid [`SequenceNumber`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid sequence number {0:?}: expected 21 to 40 decimal digits")]
+pub struct InvalidSequenceNumber(pub String);
+
+impl SequenceNumber {
+    /// The fewest digits a sequence number has.
+    pub const MIN_DIGITS: usize = 21;
+    /// The most digits a sequence number has.
+    pub const MAX_DIGITS: usize = 40;
+
+    /// The digits as DynamoDB sent them.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn significant(&self) -> &str {
+        let t = self.0.trim_start_matches('0');
+        if t.is_empty() {
+            "0"
+        } else {
+            t
+        }
+    }
+}
+
+impl std::str::FromStr for SequenceNumber {
+    type Err = InvalidSequenceNumber;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = (Self::MIN_DIGITS..=Self::MAX_DIGITS).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_digit());
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidSequenceNumber(s.to_owned()))
+        }
+    }
+}
+
+impl TryFrom<String> for SequenceNumber {
+    type Error = InvalidSequenceNumber;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<SequenceNumber> for String {
+    fn from(s: SequenceNumber) -> Self {
+        s.0
+    }
+}
+
+impl Ord for SequenceNumber {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let (a, b) = (self.significant(), other.significant());
+        a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+    }
+}
+
+impl PartialOrd for SequenceNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for SequenceNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SequenceNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SequenceNumber({})", self.0)
+    }
+}
+
+/// What a record says happened to its item.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecordKind {
+    /// A new item was written.
+    Insert,
+    /// An existing item was changed.
+    Modify,
+    /// An item was deleted; `ttl` is true when DynamoDB's Time to Live deleted it (the record's
+    /// user identity is `Service` / `dynamodb.amazonaws.com`).
+    Remove {
+        /// Deleted by TTL rather than by a client.
+        ttl: bool,
+    },
+    /// An event name this crate does not know (DynamoDB Local sends TTL deletions this way).
+    /// Delivered, never dropped: the handler decides.
+    Unknown(String),
+}
+
+/// Who caused a record, when it was not a client request (today only TTL deletions).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UserIdentity {
+    /// `"Service"` for TTL deletions.
+    pub kind: String,
+    /// `"dynamodb.amazonaws.com"` for TTL deletions.
+    pub principal_id: String,
+}
+
+impl UserIdentity {
+    /// Whether this identity marks a Time to Live deletion.
+    pub fn is_ttl(&self) -> bool {
+        self.kind == "Service" && self.principal_id == "dynamodb.amazonaws.com"
+    }
+}
+
+/// Which images a stream carries (fixed when the stream is enabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum StreamViewType {
+    /// Only the key attributes.
+    KeysOnly,
+    /// The item after the change.
+    NewImage,
+    /// The item before the change.
+    OldImage,
+    /// Both.
+    NewAndOldImages,
+}
+
+impl StreamViewType {
+    /// The AWS name, e.g. `NEW_AND_OLD_IMAGES`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KeysOnly => "KEYS_ONLY",
+            Self::NewImage => "NEW_IMAGE",
+            Self::OldImage => "OLD_IMAGE",
+            Self::NewAndOldImages => "NEW_AND_OLD_IMAGES",
+        }
+    }
+}
+
+/// One change of one item, as read from a shard.
+///
+/// ```
+/// # use dynamodb_stream::StreamRecord;
+/// # fn f(record: &StreamRecord) -> Result<(), dynamodb_stream::DecodeError> {
+/// #[derive(serde::Deserialize)]
+/// struct Order { id: String, total: String }
+/// if let Some(order) = record.new_image_as::<Order>()? {
+///     println!("{} now totals {}", order.id, order.total);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamRecord {
+    pub(crate) event_id: String,
+    pub(crate) kind: RecordKind,
+    pub(crate) keys: Item,
+    pub(crate) new_image: Option<Item>,
+    pub(crate) old_image: Option<Item>,
+    pub(crate) sequence_number: SequenceNumber,
+    pub(crate) approximate_creation_time: Option<SystemTime>,
+    pub(crate) size_bytes: u64,
+    pub(crate) user_identity: Option<UserIdentity>,
+}
+
+impl StreamRecord {
+    /// Build a record, e.g. for a custom [`StreamsApi`](crate::source::StreamsApi) or a test.
+    ///
+    /// A `Remove` with a TTL user identity becomes `Remove { ttl: true }`.
+    pub fn new(kind: RecordKind, sequence_number: SequenceNumber, keys: Item) -> Self {
+        Self {
+            event_id: String::new(),
+            kind,
+            keys,
+            new_image: None,
+            old_image: None,
+            sequence_number,
+            approximate_creation_time: None,
+            size_bytes: 0,
+            user_identity: None,
+        }
+    }
+
+    /// Set the images (builder style).
+    pub fn with_images(mut self, old_image: Option<Item>, new_image: Option<Item>) -> Self {
+        self.old_image = old_image;
+        self.new_image = new_image;
+        self
+    }
+
+    /// Set the event id, creation time and size (builder style).
+    pub fn with_meta(
+        mut self,
+        event_id: impl Into<String>,
+        approximate_creation_time: Option<SystemTime>,
+        size_bytes: u64,
+    ) -> Self {
+        self.event_id = event_id.into();
+        self.approximate_creation_time = approximate_creation_time;
+        self.size_bytes = size_bytes;
+        self
+    }
+
+    /// Set the user identity (builder style); a TTL identity turns `Remove` into a TTL removal.
+    pub fn with_user_identity(mut self, identity: Option<UserIdentity>) -> Self {
+        if let (RecordKind::Remove { ttl }, Some(id)) = (&mut self.kind, &identity) {
+            *ttl = id.is_ttl();
+        }
+        self.user_identity = identity;
+        self
+    }
+
+    /// What happened.
+    pub fn kind(&self) -> &RecordKind {
+        &self.kind
+    }
+
+    /// The record's unique id within the stream.
+    pub fn event_id(&self) -> &str {
+        &self.event_id
+    }
+
+    /// The key attributes of the item.
+    pub fn keys(&self) -> &Item {
+        &self.keys
+    }
+
+    /// The item after the change (streams with `NEW_IMAGE` or `NEW_AND_OLD_IMAGES`; absent for
+    /// removals).
+    pub fn new_image(&self) -> Option<&Item> {
+        self.new_image.as_ref()
+    }
+
+    /// The item before the change (streams with `OLD_IMAGE` or `NEW_AND_OLD_IMAGES`; absent for
+    /// inserts).
+    pub fn old_image(&self) -> Option<&Item> {
+        self.old_image.as_ref()
+    }
+
+    /// The record's position in its shard.
+    pub fn sequence_number(&self) -> &SequenceNumber {
+        &self.sequence_number
+    }
+
+    /// When the change was made, approximately (DynamoDB Local truncates to the minute).
+    pub fn approximate_creation_time(&self) -> Option<SystemTime> {
+        self.approximate_creation_time
+    }
+
+    /// How long ago the change was made, measured against `now`.
+    pub fn age_at(&self, now: SystemTime) -> Option<Duration> {
+        self.approximate_creation_time
+            .and_then(|t| now.duration_since(t).ok())
+    }
+
+    /// The record's size as DynamoDB counts it.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// Who made the change, when it was not a client (TTL).
+    pub fn user_identity(&self) -> Option<&UserIdentity> {
+        self.user_identity.as_ref()
+    }
+
+    /// The keys decoded into `T`.
+    pub fn keys_as<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
+        self.decode("keys", &self.keys)
+    }
+
+    /// The new image decoded into `T`, if the record has one.
+    ///
+    /// Numbers keep every digit when `T` stores them losslessly (a `String`, or a decimal type
+    /// that deserializes from strings).
+    pub fn new_image_as<T: DeserializeOwned>(&self) -> Result<Option<T>, DecodeError> {
+        self.new_image
+            .as_ref()
+            .map(|i| self.decode("new", i))
+            .transpose()
+    }
+
+    /// The old image decoded into `T`, if the record has one.
+    pub fn old_image_as<T: DeserializeOwned>(&self) -> Result<Option<T>, DecodeError> {
+        self.old_image
+            .as_ref()
+            .map(|i| self.decode("old", i))
+            .transpose()
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        image: &'static str,
+        item: &Item,
+    ) -> Result<T, DecodeError> {
+        serde_dynamo::from_item(item.clone()).map_err(|source| DecodeError {
+            sequence_number: self.sequence_number.clone(),
+            image,
+            source,
+        })
+    }
+
+    /// A stable string for the item's key, e.g. for routing or maps: the key attributes sorted
+    /// by name and rendered as JSON.
+    pub fn key_string(&self) -> String {
+        item_key_string(&self.keys)
+    }
+}
+
+/// Render an item's key attributes as a stable string (sorted attribute names, JSON values).
+pub(crate) fn item_key_string(keys: &Item) -> String {
+    let mut names: Vec<&String> = keys.keys().collect();
+    names.sort();
+    let mut out = String::new();
+    for name in names {
+        if !out.is_empty() {
+            out.push('|');
+        }
+        out.push_str(name);
+        out.push('=');
+        if let Some(v) = keys.get(name) {
+            out.push_str(&attribute_to_json(v).to_string());
+        }
+    }
+    out
+}
+
+/// An attribute as plain JSON. Numbers that would lose precision as JSON numbers stay strings of
+/// digits; binary values render as base64 strings; sets become arrays.
+pub fn attribute_to_json(value: &AttributeValue) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        AttributeValue::S(s) => Value::String(s.clone()),
+        AttributeValue::N(n) => number_to_json(n),
+        AttributeValue::Bool(b) => Value::Bool(*b),
+        AttributeValue::Null(_) => Value::Null,
+        AttributeValue::B(b) => Value::String(base64_encode(b)),
+        AttributeValue::M(m) => {
+            let mut names: Vec<&String> = m.keys().collect();
+            names.sort();
+            Value::Object(
+                names
+                    .into_iter()
+                    .filter_map(|k| m.get(k).map(|v| (k.clone(), attribute_to_json(v))))
+                    .collect(),
+            )
+        }
+        AttributeValue::L(l) => Value::Array(l.iter().map(attribute_to_json).collect()),
+        AttributeValue::Ss(s) => Value::Array(s.iter().cloned().map(Value::String).collect()),
+        AttributeValue::Ns(n) => Value::Array(n.iter().map(|n| number_to_json(n)).collect()),
+        AttributeValue::Bs(b) => {
+            Value::Array(b.iter().map(|b| Value::String(base64_encode(b))).collect())
+        }
+    }
+}
+
+/// An item as a plain JSON object (see [`attribute_to_json`]).
+pub fn item_to_json(item: &Item) -> serde_json::Value {
+    attribute_to_json(&AttributeValue::M(item.inner().clone()))
+}
+
+fn number_to_json(n: &str) -> serde_json::Value {
+    // An i64 or a short decimal survives as a JSON number; anything longer stays a string so
+    // that 38-digit numbers are never rounded through f64.
+    if let Ok(i) = n.parse::<i64>() {
+        return serde_json::Value::from(i);
+    }
+    if n.len() <= 15 {
+        if let Ok(f) = n.parse::<f64>() {
+            if let Some(num) = serde_json::Number::from_f64(f) {
+                return serde_json::Value::Number(num);
+            }
+        }
+    }
+    serde_json::Value::String(n.to_owned())
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Milliseconds since the Unix epoch, for storage.
+pub(crate) fn system_time_to_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The inverse of [`system_time_to_millis`].
+pub(crate) fn millis_to_system_time(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn seq(s: &str) -> SequenceNumber {
+        s.parse().expect("valid")
+    }
+
+    #[test]
+    fn orders_numerically_across_lengths() {
+        assert!(seq("999999999999999999999") < seq("1000000000000000000000"));
+        assert!(seq("000000000000000000002") > seq("000000000000000000001"));
+        assert_eq!(
+            seq("000000000000000000002").cmp(&seq("0000000000000000000002")),
+            Ordering::Equal
+        );
+    }
+
+    #[test]
+    fn rejects_bad_input_with_the_value() {
+        let err = "12ab".parse::<SequenceNumber>().unwrap_err();
+        assert!(err.to_string().contains("12ab"));
+        assert!("1".repeat(41).parse::<SequenceNumber>().is_err());
+        assert!("1".repeat(20).parse::<SequenceNumber>().is_err());
+    }
+
+    #[test]
+    fn big_numbers_stay_exact_in_json() {
+        let n = "12345678901234567890123456789012345678";
+        assert_eq!(number_to_json(n), serde_json::Value::String(n.into()));
+        assert_eq!(number_to_json("42"), serde_json::json!(42));
+        assert_eq!(number_to_json("1.5"), serde_json::json!(1.5));
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn ttl_identity_marks_removals() {
+        let r = StreamRecord::new(
+            RecordKind::Remove { ttl: false },
+            seq(&"1".repeat(21)),
+            Item::default(),
+        )
+        .with_user_identity(Some(UserIdentity {
+            kind: "Service".into(),
+            principal_id: "dynamodb.amazonaws.com".into(),
+        }));
+        assert_eq!(r.kind(), &RecordKind::Remove { ttl: true });
+    }
+
+    proptest! {
+        #[test]
+        fn order_matches_u128_order(a in 10u128.pow(20)..u128::MAX, b in 10u128.pow(20)..u128::MAX) {
+            prop_assert_eq!(seq(&a.to_string()).cmp(&seq(&b.to_string())), a.cmp(&b));
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Test support shared by the simulator invariant tests.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dynamodb_stream::record::{AttributeValue, Item};
+use dynamodb_stream::sim::Simulator;
+use dynamodb_stream::{Batch, Handler, HandlerError, RecordKind, SequenceNumber, ShardInfo};
+
+/// An item `{pk: key, v: version}`.
+pub fn item(key: &str, version: u64) -> Item {
+    let mut m = HashMap::new();
+    m.insert("pk".to_string(), AttributeValue::S(key.to_string()));
+    m.insert("v".to_string(), AttributeValue::N(version.to_string()));
+    Item::from(m)
+}
+
+/// The key part of [`item`].
+pub fn keys(key: &str) -> Item {
+    let mut m = HashMap::new();
+    m.insert("pk".to_string(), AttributeValue::S(key.to_string()));
+    Item::from(m)
+}
+
+fn version_of(item: Option<&Item>) -> Option<u64> {
+    match item?.get("v")? {
+        AttributeValue::N(n) => n.parse().ok(),
+        _ => None,
+    }
+}
+
+/// One record as a handler saw it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub shard_id: String,
+    pub sequence_number: SequenceNumber,
+    pub key: String,
+    /// The item version the record carries (new image; old image + 1 for removals).
+    pub version: u64,
+    pub removal: bool,
+    /// Which handler instance saw it (a new one per shard start or restart).
+    pub handler_instance: usize,
+}
+
+/// Shared log of everything handlers saw, plus failure injection.
+#[derive(Clone, Default)]
+pub struct Log {
+    pub deliveries: Arc<Mutex<Vec<Delivery>>>,
+    pub ended: Arc<Mutex<Vec<String>>>,
+    pub shutdowns: Arc<Mutex<Vec<String>>>,
+    instances: Arc<AtomicUsize>,
+    batches: Arc<AtomicUsize>,
+    /// Fail (Err) the batch with this global batch number (1-based), once each.
+    pub fail_batches: Arc<Mutex<Vec<usize>>>,
+    /// Panic on the batch with this global batch number, once each.
+    pub panic_batches: Arc<Mutex<Vec<usize>>>,
+    /// Always fail batches of this shard.
+    pub poison_shard: Arc<Mutex<Option<String>>>,
+    /// Delay every batch by this much (sim/tokio time).
+    pub delay: Arc<Mutex<Duration>>,
+    pub failures: Arc<AtomicUsize>,
+}
+
+impl Log {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn handler(&self, _shard: &ShardInfo) -> Recorder {
+        Recorder {
+            log: self.clone(),
+            instance: self.instances.fetch_add(1, Ordering::SeqCst),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.deliveries.lock().unwrap().len()
+    }
+
+    pub fn snapshot(&self) -> Vec<Delivery> {
+        self.deliveries.lock().unwrap().clone()
+    }
+
+    pub fn failures(&self) -> usize {
+        self.failures.load(Ordering::SeqCst)
+    }
+}
+
+/// A [`Handler`] that appends to a [`Log`].
+pub struct Recorder {
+    log: Log,
+    instance: usize,
+}
+
+impl Handler for Recorder {
+    async fn handle(&mut self, batch: Batch) -> Result<(), HandlerError> {
+        let n = self.log.batches.fetch_add(1, Ordering::SeqCst) + 1;
+        let delay = *self.log.delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let poisoned = self.log.poison_shard.lock().unwrap().as_deref()
+            == Some(batch.shard().shard_id.as_str());
+        let fail = {
+            let mut f = self.log.fail_batches.lock().unwrap();
+            let hit = f.contains(&n);
+            f.retain(|b| *b != n);
+            hit
+        };
+        if fail || poisoned {
+            self.log.failures.fetch_add(1, Ordering::SeqCst);
+            return Err(HandlerError::msg(format!("injected failure on batch {n}")));
+        }
+        let panic = {
+            let mut p = self.log.panic_batches.lock().unwrap();
+            let hit = p.contains(&n);
+            p.retain(|b| *b != n);
+            hit
+        };
+        if panic {
+            self.log.failures.fetch_add(1, Ordering::SeqCst);
+            panic!("injected panic on batch {n}");
+        }
+        let mut out = self.log.deliveries.lock().unwrap();
+        for r in batch.records() {
+            let removal = matches!(r.kind(), RecordKind::Remove { .. });
+            let version = if removal {
+                version_of(r.old_image()).map(|v| v + 1).unwrap_or(0)
+            } else {
+                version_of(r.new_image()).unwrap_or(0)
+            };
+            out.push(Delivery {
+                shard_id: batch.shard().shard_id.clone(),
+                sequence_number: r.sequence_number().clone(),
+                key: r.key_string(),
+                version,
+                removal,
+                handler_instance: self.instance,
+            });
+        }
+        Ok(())
+    }
+
+    async fn on_shard_end(&mut self, shard: &ShardInfo) -> Result<(), HandlerError> {
+        self.log.ended.lock().unwrap().push(shard.shard_id.clone());
+        Ok(())
+    }
+
+    async fn on_shutdown(&mut self, shard: &ShardInfo) {
+        self.log
+            .shutdowns
+            .lock()
+            .unwrap()
+            .push(shard.shard_id.clone());
+    }
+}
+
+/// Wait until `cond` holds, checking every 50 ms of (possibly paused) tokio time; panics with
+/// `what` after `timeout`.
+pub async fn periodic_check<F: FnMut() -> bool>(mut cond: F, timeout: Duration, what: &str) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Same, for an async condition.
+pub async fn periodic_check_async<F, Fut>(mut cond: F, timeout: Duration, what: &str)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What the writer did: per key, the number of versions written (1..=n), and the key string
+/// as `StreamRecord::key_string` renders it.
+#[derive(Debug, Default, Clone)]
+pub struct Written {
+    pub versions: BTreeMap<String, u64>,
+}
+
+impl Written {
+    /// Write the next version of `key` to the simulator (insert or modify).
+    pub fn put(&mut self, sim: &Simulator, key: &str) {
+        let ks = key_string(key);
+        let v = self.versions.entry(ks).or_insert(0);
+        *v += 1;
+        sim.put_item(item(key, *v)).expect("put");
+    }
+
+    /// Delete `key` (counts as the next version) if it exists.
+    pub fn delete(&mut self, sim: &Simulator, key: &str) {
+        let ks = key_string(key);
+        if let Some(v) = self.versions.get_mut(&ks) {
+            if sim.get_item(&keys(key)).is_some() {
+                *v += 1;
+                sim.delete_item(&keys(key)).expect("delete");
+            }
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.versions.values().sum()
+    }
+}
+
+/// `StreamRecord::key_string` of a `{pk: key}` item.
+pub fn key_string(key: &str) -> String {
+    format!("pk={}", serde_json::Value::String(key.to_string()))
+}
+
+/// Check the delivery log against what was written:
+/// - every version of every key was delivered (no loss);
+/// - a handler instance saw each shard's records in strictly increasing sequence order (I1);
+/// - per key, every delivery of version v > 1 comes after some delivery of v - 1 (order across
+///   shards and lineage);
+/// - without failures (`exactly_once`), nothing was delivered twice.
+pub fn check_deliveries(written: &Written, deliveries: &[Delivery], exactly_once: bool) {
+    let mut seen: HashMap<&str, Vec<u64>> = HashMap::new();
+    let mut last_seq: HashMap<(usize, &str), &SequenceNumber> = HashMap::new();
+    for d in deliveries {
+        if let Some(prev) = last_seq.insert((d.handler_instance, &d.shard_id), &d.sequence_number) {
+            assert!(
+                prev < &d.sequence_number,
+                "order violated in shard {}: {} after {}",
+                d.shard_id,
+                d.sequence_number,
+                prev
+            );
+        }
+        let versions = seen.entry(&d.key).or_default();
+        if d.version > 1 {
+            assert!(
+                versions.contains(&(d.version - 1)),
+                "key {} version {} delivered before version {} (seen so far {:?})",
+                d.key,
+                d.version,
+                d.version - 1,
+                versions
+            );
+        }
+        versions.push(d.version);
+    }
+    for (key, n) in &written.versions {
+        let got = seen.get(key.as_str()).cloned().unwrap_or_default();
+        for v in 1..=*n {
+            assert!(
+                got.contains(&v),
+                "key {key} version {v} was never delivered (got {got:?})"
+            );
+        }
+    }
+    if exactly_once {
+        let total: usize = seen.values().map(|v| v.len()).sum();
+        assert_eq!(
+            total as u64,
+            written.total(),
+            "duplicates delivered without any failure"
+        );
+    }
+}

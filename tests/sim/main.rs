@@ -1,0 +1,6 @@
+//! Invariants I1–I10 on the simulator, one file per behaviour. Time is tokio's paused clock,
+//! so backoffs, idle polls, 15-minute expiry and 24-hour trimming take milliseconds.
+
+mod common;
+
+mod i1_order_pagination;
