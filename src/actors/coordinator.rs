@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -620,7 +620,7 @@ impl Actor for Coordinator {
             .stored
             .as_ref()
             .map(|s| s.started_at_ms)
-            .unwrap_or_else(|| system_time_to_millis(SystemTime::now()));
+            .unwrap_or_else(|| system_time_to_millis(args.shared.api.wall_clock()));
         Ok(CoordinatorState {
             shared: args.shared,
             store: args.store,

@@ -346,6 +346,12 @@ impl Actor for ShardWorker {
         _myself: ActorRef<Self::Msg>,
         args: WorkerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // Resuming after a checkpoint: that record counts as read (the gap report and reopening
+        // both start from it).
+        let last_read = match &args.plan.position {
+            IteratorPosition::AfterSequenceNumber(s) => Some(s.clone()),
+            _ => None,
+        };
         Ok(WorkerState {
             shared: args.shared,
             shard: args.shard,
@@ -357,7 +363,7 @@ impl Actor for ShardWorker {
             iterator: None,
             opened: false,
             reopen_at_trim_horizon: false,
-            last_read: None,
+            last_read,
             in_flight: 0,
             end_reached: false,
             poll_timer: None,

@@ -386,6 +386,10 @@ impl StreamsApi for Simulator {
         })
     }
 
+    fn wall_clock(&self) -> SystemTime {
+        self.now_system_time()
+    }
+
     fn get_records(
         &self,
         shard_iterator: String,

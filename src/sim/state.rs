@@ -16,7 +16,7 @@ use crate::source::{StreamDescription, StreamStatus};
 use super::builder::SimulatorBuilder;
 use super::fault::{FaultKind, FaultRule, Operation, SimStats};
 use super::iterator::{self, IteratorState};
-use super::util::{epoch_millis, fnv1a64, iso_label, item_size};
+use super::util::{epoch_millis, fnv1a64, iso_label, item_size, key_hash};
 use super::{SimError, WrittenRecord};
 
 /// The value behind the first sequence number: 10^20, the smallest 21-digit number, so every
@@ -277,7 +277,7 @@ impl State {
         if self.disabled {
             return;
         }
-        let hash = fnv1a64(item_key_string(&keys).as_bytes());
+        let hash = key_hash(item_key_string(&keys).as_bytes());
         let Some(shard_id) = self
             .shards
             .values()
@@ -448,7 +448,7 @@ impl State {
 
     pub(super) fn shard_for_keys(&self, keys: &Item) -> Result<String, SimError> {
         let keys = self.extract_keys(keys)?;
-        let hash = fnv1a64(item_key_string(&keys).as_bytes());
+        let hash = key_hash(item_key_string(&keys).as_bytes());
         self.shards
             .values()
             .find(|s| s.is_open() && s.contains_hash(hash))

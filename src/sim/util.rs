@@ -4,16 +4,24 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::record::{AttributeValue, Item};
 
-/// 64-bit FNV-1a: stable across runs and platforms, unlike `std`'s randomly keyed hasher, so a
-/// key lands in the same shard every time.
+/// 64-bit FNV-1a: stable across runs and platforms, unlike `std`'s randomly keyed hasher.
 pub(super) fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    // FNV-1a leaves the high bits, which pick the shard, poorly mixed for keys that differ only
-    // in their last bytes ("k1", "k2"); murmur3's finalizer spreads every bit over the word.
+    hash
+}
+
+/// The position of a key in the shards' 64-bit hash space: FNV-1a, then murmur3's finalizer.
+///
+/// FNV-1a alone leaves the high bits, which pick the shard, poorly mixed for keys that differ
+/// only in their last bytes ("k1", "k2"), so such keys would crowd into one shard; the
+/// finalizer spreads every input bit over the whole word. Both steps are stable, so a key lands
+/// in the same shard on every run.
+pub(super) fn key_hash(bytes: &[u8]) -> u64 {
+    let mut hash = fnv1a64(bytes);
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^= hash >> 33;
@@ -116,6 +124,18 @@ mod tests {
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn key_hash_spreads_keys_that_differ_in_the_last_byte() {
+        let upper_half = (0..10)
+            .filter(|i| key_hash(format!("pk=\"k{i}\"").as_bytes()) > u64::MAX / 2)
+            .count();
+        assert!(
+            (2..=8).contains(&upper_half),
+            "{upper_half} of 10 in the upper half"
+        );
+        assert_eq!(key_hash(b"pk=\"a\""), key_hash(b"pk=\"a\""));
     }
 
     #[test]

@@ -564,7 +564,6 @@ pub(crate) struct TableStream {
 ///
 /// Errors: `InvalidArgument` when the table does not exist or has no enabled stream; any other
 /// failure is a classified `Source` error.
-
 pub(crate) async fn resolve_table_stream(
     client: &dynamodb::Client,
     table: &str,

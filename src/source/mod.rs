@@ -56,6 +56,13 @@ pub trait StreamsApi: Send + Sync + 'static {
         shard_iterator: String,
         limit: Option<u32>,
     ) -> BoxFuture<'_, Result<RecordsPage, SourceError>>;
+
+    /// The wall clock that record creation times are measured against. The consumer dates its
+    /// `LATEST` bookmark with it. Real services use the system clock (the default); a simulator
+    /// with a controllable clock returns its own.
+    fn wall_clock(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+    }
 }
 
 impl<T: StreamsApi + ?Sized> StreamsApi for Arc<T> {
@@ -81,6 +88,10 @@ impl<T: StreamsApi + ?Sized> StreamsApi for Arc<T> {
         limit: Option<u32>,
     ) -> BoxFuture<'_, Result<RecordsPage, SourceError>> {
         (**self).get_records(shard_iterator, limit)
+    }
+
+    fn wall_clock(&self) -> std::time::SystemTime {
+        (**self).wall_clock()
     }
 }
 

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use dynamodb_stream::record::{AttributeValue, Item};
 use dynamodb_stream::sim::Simulator;
-use dynamodb_stream::{Batch, Handler, HandlerError, RecordKind, SequenceNumber, ShardInfo};
+use dynamodb_stream::{
+    Batch, ConsumerEvent, Handler, HandlerError, RecordKind, SequenceNumber, ShardInfo,
+};
+use tokio::sync::broadcast;
 
 /// An item `{pk: key, v: version}`.
 pub fn item(key: &str, version: u64) -> Item {
@@ -51,7 +54,8 @@ pub struct Delivery {
 #[derive(Clone, Default)]
 pub struct Log {
     pub deliveries: Arc<Mutex<Vec<Delivery>>>,
-    pub ended: Arc<Mutex<Vec<String>>>,
+    /// Shards whose `on_shard_end` ran, with the number of deliveries logged at that moment.
+    pub ended: Arc<Mutex<Vec<(String, usize)>>>,
     pub shutdowns: Arc<Mutex<Vec<String>>>,
     instances: Arc<AtomicUsize>,
     batches: Arc<AtomicUsize>,
@@ -147,7 +151,12 @@ impl Handler for Recorder {
     }
 
     async fn on_shard_end(&mut self, shard: &ShardInfo) -> Result<(), HandlerError> {
-        self.log.ended.lock().unwrap().push(shard.shard_id.clone());
+        let at = self.log.deliveries.lock().unwrap().len();
+        self.log
+            .ended
+            .lock()
+            .unwrap()
+            .push((shard.shard_id.clone(), at));
         Ok(())
     }
 
@@ -279,4 +288,51 @@ pub fn check_deliveries(written: &Written, deliveries: &[Delivery], exactly_once
             "duplicates delivered without any failure"
         );
     }
+}
+
+/// Collects consumer events in the background.
+#[derive(Clone, Default)]
+pub struct Events(pub Arc<Mutex<Vec<ConsumerEvent>>>);
+
+impl Events {
+    pub fn collect(mut rx: broadcast::Receiver<ConsumerEvent>) -> Self {
+        let events = Events::default();
+        let out = events.0.clone();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => out.lock().unwrap().push(e),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        panic!("event receiver lagged by {n}")
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        events
+    }
+
+    pub fn count(&self, pred: impl Fn(&ConsumerEvent) -> bool) -> usize {
+        self.0.lock().unwrap().iter().filter(|e| pred(e)).count()
+    }
+
+    pub fn all(&self) -> Vec<ConsumerEvent> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A consumer of `sim` recording into `log`, with `store`, configured by `f`.
+pub async fn start(
+    sim: &Simulator,
+    log: &Log,
+    store: &dynamodb_stream::checkpoint::MemoryCheckpointStore,
+    f: impl FnOnce(&mut dynamodb_stream::ConsumerConfig),
+) -> (dynamodb_stream::Consumer, Events) {
+    let l = log.clone();
+    let builder = dynamodb_stream::Consumer::builder(sim.clone(), sim.stream_arn())
+        .handler_factory(move |s| l.handler(s))
+        .checkpoints(store.clone())
+        .configure(f);
+    let events = Events::collect(builder.events());
+    (builder.spawn().await.expect("spawn"), events)
 }

@@ -4,3 +4,7 @@
 mod common;
 
 mod i1_order_pagination;
+mod i2_lineage;
+mod i3_crash;
+mod i4_positions;
+mod i5_gaps;

@@ -1,0 +1,122 @@
+//! I5: trimmed data and vanished shards are typed, reported gaps with a policy; the default
+//! stops the consumer with an error, `Continue` goes on and still reports.
+
+use std::time::Duration;
+
+use dynamodb_stream::checkpoint::MemoryCheckpointStore;
+use dynamodb_stream::events::{GapAction, GapKind};
+use dynamodb_stream::sim::Simulator;
+use dynamodb_stream::{ConsumerEvent, Error, GapPolicy};
+
+use crate::common::{periodic_check, start, Log, Written};
+
+/// Read some records, stop, let the rest age past retention.
+async fn trimmed_setup() -> (Simulator, Log, MemoryCheckpointStore) {
+    let sim = Simulator::builder().initial_shards(1).seed(9).build();
+    let log = Log::new();
+    let store = MemoryCheckpointStore::new();
+    let mut w = Written::default();
+    for i in 0..20 {
+        w.put(&sim, &format!("a{i}"));
+    }
+    let (consumer, _) = start(&sim, &log, &store, |_| {}).await;
+    periodic_check(|| log.len() == 20, Duration::from_secs(30), "first records").await;
+    consumer.shutdown().await.expect("shutdown");
+    for i in 0..20 {
+        w.put(&sim, &format!("b{i}"));
+    }
+    sim.advance(Duration::from_secs(25 * 3600));
+    (sim, log, store)
+}
+
+#[tokio::test(start_paused = true)]
+async fn trimmed_data_stops_by_default() {
+    let (sim, log, store) = trimmed_setup().await;
+    let (mut consumer, events) = start(&sim, &log, &store, |_| {}).await;
+    let err = tokio::time::timeout(Duration::from_secs(60), consumer.join())
+        .await
+        .expect("consumer stops")
+        .unwrap_err();
+    assert!(matches!(err, Error::Gap { .. }), "{err}");
+    let gaps: Vec<_> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| {
+            if let ConsumerEvent::Gap(g) = e {
+                Some(g)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let last = log.snapshot().last().map(|d| d.sequence_number.clone());
+    assert_eq!(gaps[0].kind, GapKind::TrimmedData { after: last });
+    assert_eq!(gaps[0].action, GapAction::Stopped);
+    assert_eq!(log.len(), 20, "nothing delivered past the gap");
+}
+
+#[tokio::test(start_paused = true)]
+async fn trimmed_data_continue_reports_and_goes_on() {
+    let (sim, log, store) = trimmed_setup().await;
+    let (consumer, events) =
+        start(&sim, &log, &store, |c| c.gap_policy = GapPolicy::Continue).await;
+    let mut w = Written::default();
+    for i in 0..10 {
+        w.put(&sim, &format!("c{i}"));
+    }
+    periodic_check(
+        || log.len() == 30,
+        Duration::from_secs(60),
+        "records after the gap",
+    )
+    .await;
+    consumer.shutdown().await.expect("shutdown");
+    assert_eq!(
+        events.count(|e| matches!(e, ConsumerEvent::Gap(g) if g.action == GapAction::Continued)),
+        1
+    );
+    assert!(log.snapshot()[20..].iter().all(|d| d.key.contains('c')));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_checkpointed_shard_that_vanished_is_a_gap() {
+    let sim = Simulator::builder().initial_shards(1).seed(10).build();
+    let log = Log::new();
+    let store = MemoryCheckpointStore::new();
+    let mut w = Written::default();
+    for i in 0..10 {
+        w.put(&sim, &format!("a{i}"));
+    }
+    let (consumer, _) = start(&sim, &log, &store, |_| {}).await;
+    periodic_check(|| log.len() == 10, Duration::from_secs(30), "records").await;
+    consumer.shutdown().await.expect("shutdown");
+    // More records, then the shard closes and everything ages until the shard is deleted.
+    for i in 0..10 {
+        w.put(&sim, &format!("b{i}"));
+    }
+    let child = sim.rollover_shard(&sim.open_shards()[0]).expect("rollover");
+    sim.advance(Duration::from_secs(49 * 3600));
+    assert!(
+        sim.shards().iter().all(|s| s.shard_id == child),
+        "parent should be gone"
+    );
+
+    let (mut consumer, events) = start(&sim, &log, &store, |_| {}).await;
+    let err = tokio::time::timeout(Duration::from_secs(60), consumer.join())
+        .await
+        .expect("stops")
+        .unwrap_err();
+    assert!(matches!(err, Error::Gap { .. }), "{err}");
+    assert_eq!(events.count(|e| matches!(e, ConsumerEvent::Gap(g) if matches!(g.kind, GapKind::VanishedShard { .. }))), 1);
+
+    // With Continue, the gap is reported and the child is read.
+    let (consumer, events) =
+        start(&sim, &log, &store, |c| c.gap_policy = GapPolicy::Continue).await;
+    for i in 0..5 {
+        w.put(&sim, &format!("c{i}"));
+    }
+    periodic_check(|| log.len() == 15, Duration::from_secs(60), "child records").await;
+    consumer.shutdown().await.expect("shutdown");
+    assert_eq!(events.count(|e| matches!(e, ConsumerEvent::Gap(_))), 1);
+}
