@@ -63,6 +63,8 @@ pub struct Log {
     pub fail_batches: Arc<Mutex<Vec<usize>>>,
     /// Panic on the batch with this global batch number, once each.
     pub panic_batches: Arc<Mutex<Vec<usize>>>,
+    /// Hang (sleep for a day) on the batch with this global batch number, once each.
+    pub hang_batches: Arc<Mutex<Vec<usize>>>,
     /// Always fail batches of this shard.
     pub poison_shard: Arc<Mutex<Option<String>>>,
     /// Delay every batch by this much (sim/tokio time).
@@ -104,6 +106,15 @@ pub struct Recorder {
 impl Handler for Recorder {
     async fn handle(&mut self, batch: Batch) -> Result<(), HandlerError> {
         let n = self.log.batches.fetch_add(1, Ordering::SeqCst) + 1;
+        let hang = {
+            let mut h = self.log.hang_batches.lock().unwrap();
+            let hit = h.contains(&n);
+            h.retain(|b| *b != n);
+            hit
+        };
+        if hang {
+            tokio::time::sleep(Duration::from_secs(86_400)).await;
+        }
         let delay = *self.log.delay.lock().unwrap();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -335,4 +346,67 @@ pub async fn start(
         .configure(f);
     let events = Events::collect(builder.events());
     (builder.spawn().await.expect("spawn"), events)
+}
+
+/// A [`StreamsApi`] wrapper that counts errors by kind, to tell recovery paths apart.
+#[derive(Clone)]
+pub struct Counting {
+    pub inner: Simulator,
+    pub errors: Arc<Mutex<HashMap<dynamodb_stream::error::SourceErrorKind, usize>>>,
+}
+
+impl Counting {
+    pub fn new(inner: Simulator) -> Self {
+        Self {
+            inner,
+            errors: Arc::default(),
+        }
+    }
+
+    pub fn count(&self, kind: dynamodb_stream::error::SourceErrorKind) -> usize {
+        self.errors.lock().unwrap().get(&kind).copied().unwrap_or(0)
+    }
+
+    fn note<T>(
+        &self,
+        r: Result<T, dynamodb_stream::error::SourceError>,
+    ) -> Result<T, dynamodb_stream::error::SourceError> {
+        if let Err(e) = &r {
+            *self.errors.lock().unwrap().entry(e.kind()).or_default() += 1;
+        }
+        r
+    }
+}
+
+use dynamodb_stream::source::{
+    BoxFuture, DescribeStreamRequest, IteratorPosition, RecordsPage, StreamDescription, StreamsApi,
+};
+
+impl StreamsApi for Counting {
+    fn describe_stream(
+        &self,
+        request: DescribeStreamRequest,
+    ) -> BoxFuture<'_, Result<StreamDescription, dynamodb_stream::error::SourceError>> {
+        Box::pin(async move { self.note(self.inner.describe_stream(request).await) })
+    }
+    fn get_shard_iterator(
+        &self,
+        arn: String,
+        shard: String,
+        position: IteratorPosition,
+    ) -> BoxFuture<'_, Result<String, dynamodb_stream::error::SourceError>> {
+        Box::pin(
+            async move { self.note(self.inner.get_shard_iterator(arn, shard, position).await) },
+        )
+    }
+    fn get_records(
+        &self,
+        iterator: String,
+        limit: Option<u32>,
+    ) -> BoxFuture<'_, Result<RecordsPage, dynamodb_stream::error::SourceError>> {
+        Box::pin(async move { self.note(self.inner.get_records(iterator, limit).await) })
+    }
+    fn wall_clock(&self) -> std::time::SystemTime {
+        self.inner.wall_clock()
+    }
 }

@@ -3,8 +3,13 @@
 
 mod common;
 
+mod i10_validation;
 mod i1_order_pagination;
 mod i2_lineage;
 mod i3_crash;
 mod i4_positions;
 mod i5_gaps;
+mod i6_bounded;
+mod i7_polite;
+mod i8_supervision;
+mod i9_shutdown;

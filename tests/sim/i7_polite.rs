@@ -1,0 +1,93 @@
+//! I7: at most 5 GetRecords per second per shard, idle shards polled at the idle interval,
+//! throttling and errors retried with backoff — and nothing lost or duplicated because of them.
+
+use std::time::Duration;
+
+use dynamodb_stream::checkpoint::MemoryCheckpointStore;
+use dynamodb_stream::sim::{FaultKind, FaultRule, Operation, Simulator};
+
+use crate::common::{check_deliveries, periodic_check, start, Log, Written};
+
+fn max_calls_per_second(times: &[Duration]) -> usize {
+    let mut best = 0;
+    for (i, t) in times.iter().enumerate() {
+        let n = times[i..]
+            .iter()
+            .take_while(|u| **u < *t + Duration::from_secs(1))
+            .count();
+        best = best.max(n);
+    }
+    best
+}
+
+#[tokio::test(start_paused = true)]
+async fn thirty_percent_throttling_loses_nothing_and_stays_polite() {
+    let sim = Simulator::builder()
+        .initial_shards(4)
+        .records_page_limit(25)
+        .seed(12)
+        .build();
+    for op in [
+        Operation::GetRecords,
+        Operation::GetShardIterator,
+        Operation::DescribeStream,
+    ] {
+        sim.set_fault(op, FaultRule::with_probability(0.3, FaultKind::Throttled));
+    }
+    sim.set_fault(
+        Operation::GetRecords,
+        FaultRule::with_probability(0.3, FaultKind::Throttled),
+    );
+    let log = Log::new();
+    let store = MemoryCheckpointStore::new();
+    let (consumer, _) = start(&sim, &log, &store, |_| {}).await;
+    let mut written = Written::default();
+    for round in 0..20 {
+        for i in 0..100 {
+            written.put(&sim, &format!("k{}", (round * 17 + i) % 150));
+        }
+        if round == 10 {
+            sim.split_shard(&sim.open_shards()[1]).expect("split");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    periodic_check(
+        || log.len() as u64 >= written.total(),
+        Duration::from_secs(600),
+        "all records",
+    )
+    .await;
+    assert!(
+        sim.stats().faults_injected > 50,
+        "faults were injected: {:?}",
+        sim.stats()
+    );
+    check_deliveries(&written, &log.snapshot(), true);
+
+    // Caught up: a minute of idling costs about one GetRecords per second per shard.
+    sim.clear_faults();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = sim.stats().get_records_calls;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let open = sim.open_shards().len() as u64;
+    let idle_calls = sim.stats().get_records_calls - before;
+    assert!(
+        idle_calls <= open * 62,
+        "{idle_calls} GetRecords in an idle minute on {open} shards"
+    );
+    assert!(
+        idle_calls >= open * 30,
+        "idle shards must still be polled: {idle_calls}"
+    );
+    consumer.shutdown().await.expect("shutdown");
+
+    for shard in sim.shards() {
+        let times = sim.get_records_call_times(&shard.shard_id);
+        let peak = max_calls_per_second(&times);
+        assert!(
+            peak <= 5,
+            "shard {} saw {peak} GetRecords within one second",
+            shard.shard_id
+        );
+    }
+}
