@@ -13,3 +13,4 @@ mod i6_bounded;
 mod i7_polite;
 mod i8_supervision;
 mod i9_shutdown;
+mod randomized;
