@@ -112,7 +112,7 @@ pub enum GapAction {
 ///     Change::Insert { new_image, .. } => println!("insert {new_image:?}"),
 ///     Change::Modify { old_image, new_image, .. } => println!("{old_image:?} -> {new_image:?}"),
 ///     Change::Remove { old_image, .. } => println!("remove {old_image:?}"),
-///     Change::Other { .. } => {}
+///     _ => {} // `Other` (unknown event names), and kinds added later
 /// }
 /// # }
 /// ```

@@ -70,3 +70,8 @@ pub use position::StartPosition;
 pub use record::{InvalidSequenceNumber, RecordKind, SequenceNumber, StreamRecord};
 #[cfg(feature = "aws")]
 pub use source::aws::recommended_timeouts;
+
+/// The README's examples, compiled as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -334,8 +334,9 @@ impl StreamRecord {
     }
 }
 
-/// Render an item's key attributes as a stable string (sorted attribute names, JSON values).
-pub(crate) fn item_key_string(keys: &Item) -> String {
+/// Render key attributes as a stable string — sorted attribute names, JSON values, e.g.
+/// `pk="order-1"|sk=7` — the same string [`StreamRecord::key_string`] gives.
+pub fn item_key_string(keys: &Item) -> String {
     let mut names: Vec<&String> = keys.keys().collect();
     names.sort();
     let mut out = String::new();

@@ -47,13 +47,15 @@ const DESCRIBE_TABLE: &str = "DescribeTable";
 /// immediately, with or without records — so 10 s per attempt is generous, and a call that
 /// exceeds it fails as a retryable timeout that the consumer backs off from and repeats.
 ///
-/// ```ignore
+/// ```no_run
+/// # async fn f() {
 /// let sdk_config = aws_config::from_env()
 ///     .timeout_config(dynamodb_stream::recommended_timeouts())
 ///     .load()
 ///     .await;
+/// let streams = aws_sdk_dynamodbstreams::Client::new(&sdk_config);
+/// # drop(streams); }
 /// ```
-// Re-exported from the crate root by `lib.rs`; until then it is only reachable from tests.
 pub fn recommended_timeouts() -> TimeoutConfig {
     TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(3))

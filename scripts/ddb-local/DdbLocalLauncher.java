@@ -1,0 +1,201 @@
+// DynamoDB Local, embedded in-process, with test hooks on a loopback-only control port.
+//
+// Usage: java -Xmx512m -Djava.library.path=<dir>/DynamoDBLocal_lib \
+//             -cp <dir>/DynamoDBLocal.jar:<launcher dir> DdbLocalLauncher <port> <controlPort>
+//
+// Starts DynamoDB Local (in memory, telemetry off) the way AWS's DynamoDB Streams Kinesis
+// adapter tests embed it (ServerRunner.createServerFromCommandLineArgs + start()), then serves:
+//
+//   GET  /health                          -> 200 "ok"
+//   GET  /namespaces                      -> the database namespaces created so far, one a line
+//   POST /rollover?accessKey=K[&region=R] -> triggerShardRollovers() on K's database: every open
+//                                            shard of every stream-enabled table is closed and
+//                                            gets one child whose ParentShardId is the old shard
+//   POST /dilate?accessKey=K&ms=N[&region=R]
+//                                         -> dilateEventTimes(N) on K's database: every stream
+//                                            event and shard is made N ms older (iterators older
+//                                            than 15 min expire, data older than 24 h is trimmed,
+//                                            shards older than the rollover age roll over)
+//
+// Namespaces: DynamoDB Local 3.x (LocalDynamoDBRequestHandler.getCredentialsString) keys its
+// per-client databases, held in the private map `dbRequestHandlers`, by
+// ACCESSKEY + "_" + REGION, both taken from the request's SigV4 Authorization header
+// (Credential=ACCESSKEY/DATE/REGION/...). An access key that is not [A-Za-z0-9]+ is refused with
+// UnrecognizedClientException. A namespace exists only after that client's first request; the
+// hooks answer 404 for a namespace that does not exist (yet).
+//
+// The launcher prints "READY <port> <controlPort>" once both ports listen, and exits when its
+// standard input reaches end of file, so a test process that dies never leaves a server behind.
+
+import com.sun.net.httpserver.HttpExchange;
+import com.sun.net.httpserver.HttpServer;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.lang.reflect.Field;
+import java.lang.reflect.InvocationTargetException;
+import java.lang.reflect.Method;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.URLDecoder;
+import java.nio.charset.StandardCharsets;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.TreeSet;
+import java.util.concurrent.Executors;
+
+import software.amazon.dynamodb.services.local.main.ServerRunner;
+import software.amazon.dynamodb.services.local.server.DynamoDBProxyServer;
+
+public final class DdbLocalLauncher {
+    private static final String DEFAULT_REGION = "us-east-1";
+
+    private static Map<String, Object> handlers;
+
+    public static void main(String[] args) throws Exception {
+        if (args.length != 2) {
+            System.err.println("usage: DdbLocalLauncher <port> <controlPort>");
+            System.exit(2);
+        }
+        String port = args[0];
+        int controlPort = Integer.parseInt(args[1]);
+
+        // Die with the parent: a reader of stdin that exits the JVM at end of file.
+        Thread stdinWatch = new Thread(() -> {
+            try {
+                InputStream in = System.in;
+                byte[] buf = new byte[256];
+                while (in.read(buf) >= 0) {
+                    // ignore input
+                }
+            } catch (IOException e) {
+                // treat as end of file
+            }
+            Runtime.getRuntime().halt(0);
+        }, "stdin-watch");
+        stdinWatch.setDaemon(true);
+        stdinWatch.start();
+
+        DynamoDBProxyServer server = ServerRunner.createServerFromCommandLineArgs(
+                new String[] {"-inMemory", "-port", port, "-disableTelemetry"});
+        server.start();
+        handlers = findHandlers(server);
+
+        HttpServer control = HttpServer.create(
+                new InetSocketAddress(InetAddress.getLoopbackAddress(), controlPort), 16);
+        control.setExecutor(Executors.newFixedThreadPool(2));
+        control.createContext("/health", ex -> reply(ex, 200, "ok\n"));
+        control.createContext("/namespaces", ex -> {
+            StringBuilder sb = new StringBuilder();
+            synchronized (handlers) {
+                for (String k : new TreeSet<>(handlers.keySet())) {
+                    sb.append(k).append('\n');
+                }
+            }
+            reply(ex, 200, sb.toString());
+        });
+        control.createContext("/rollover", ex -> hook(ex, "triggerShardRollovers", null));
+        control.createContext("/dilate", ex -> {
+            Map<String, String> q = query(ex);
+            long ms;
+            try {
+                ms = Long.parseLong(q.getOrDefault("ms", ""));
+            } catch (NumberFormatException e) {
+                reply(ex, 400, "ms must be a number of milliseconds\n");
+                return;
+            }
+            hook(ex, "dilateEventTimes", ms);
+        });
+        control.start();
+
+        System.out.println("READY " + port + " " + controlPort);
+        System.out.flush();
+    }
+
+    /** DynamoDBProxyServer.serverHandler.primaryHandler.dbRequestHandlers, by reflection. */
+    @SuppressWarnings("unchecked")
+    private static Map<String, Object> findHandlers(DynamoDBProxyServer server) throws Exception {
+        Object serverHandler = field(server, "serverHandler");
+        Object requestHandler = field(serverHandler, "primaryHandler");
+        return (Map<String, Object>) field(requestHandler, "dbRequestHandlers");
+    }
+
+    private static Object field(Object target, String name) throws Exception {
+        for (Class<?> c = target.getClass(); c != null; c = c.getSuperclass()) {
+            try {
+                Field f = c.getDeclaredField(name);
+                f.setAccessible(true);
+                return f.get(target);
+            } catch (NoSuchFieldException e) {
+                // look in the superclass
+            }
+        }
+        throw new NoSuchFieldException(target.getClass().getName() + "." + name);
+    }
+
+    private static void hook(HttpExchange ex, String method, Long arg) throws IOException {
+        if (!"POST".equals(ex.getRequestMethod())) {
+            reply(ex, 405, "use POST\n");
+            return;
+        }
+        Map<String, String> q = query(ex);
+        String key = q.get("accessKey");
+        if (key == null || !key.matches("[A-Za-z0-9]+")) {
+            reply(ex, 400, "accessKey=[A-Za-z0-9]+ is required\n");
+            return;
+        }
+        String namespace = key + "_" + q.getOrDefault("region", DEFAULT_REGION);
+        Object db;
+        synchronized (handlers) {
+            db = handlers.get(namespace);
+        }
+        if (db == null) {
+            reply(ex, 404, "no database for namespace " + namespace
+                    + " (it exists after the client's first request)\n");
+            return;
+        }
+        try {
+            if (arg == null) {
+                Method m = db.getClass().getMethod(method);
+                m.invoke(db);
+            } else {
+                Method m = db.getClass().getMethod(method, long.class);
+                m.invoke(db, arg.longValue());
+            }
+            reply(ex, 200, "ok\n");
+        } catch (InvocationTargetException e) {
+            Throwable cause = e.getCause() != null ? e.getCause() : e;
+            reply(ex, 500, method + " failed: " + cause + "\n");
+        } catch (Exception e) {
+            reply(ex, 500, method + " failed: " + e + "\n");
+        }
+    }
+
+    private static Map<String, String> query(HttpExchange ex) {
+        Map<String, String> out = new HashMap<>();
+        String raw = ex.getRequestURI().getRawQuery();
+        if (raw == null) {
+            return out;
+        }
+        for (String pair : raw.split("&")) {
+            int eq = pair.indexOf('=');
+            if (eq > 0) {
+                out.put(URLDecoder.decode(pair.substring(0, eq), StandardCharsets.UTF_8),
+                        URLDecoder.decode(pair.substring(eq + 1), StandardCharsets.UTF_8));
+            }
+        }
+        return out;
+    }
+
+    private static void reply(HttpExchange ex, int status, String body) throws IOException {
+        byte[] bytes = body.getBytes(StandardCharsets.UTF_8);
+        ex.getResponseHeaders().set("Content-Type", "text/plain; charset=utf-8");
+        ex.sendResponseHeaders(status, bytes.length);
+        try (OutputStream out = ex.getResponseBody()) {
+            out.write(bytes);
+        }
+    }
+
+    private DdbLocalLauncher() {}
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project on a fresh machine: installs DynamoDB Local (cached
+# in .cache/), checks formatting and lints, runs all tests (unit, simulator invariants, the real
+# DynamoDB Local suite, CLI, doctests) and the quickstart example.
+#
+# Knobs: DDBSTREAM_SEEDS (randomized simulator workloads, default 40),
+#        DDBSTREAM_CACHE (where DynamoDB Local is installed, default .cache).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> installing DynamoDB Local (cached)"
+scripts/install-dynamodb-local.sh
+
+echo "==> formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --all-targets --all-features -- -D warnings
+
+echo "==> tests"
+cargo test --all-features
+
+echo "==> quickstart"
+cargo run --quiet --example quickstart
