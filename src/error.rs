@@ -252,6 +252,17 @@ pub enum Error {
         /// The last failure before quarantine.
         last_error: String,
     },
+    /// The table's stream was replaced (disabled and re-enabled: a new ARN) while checkpoints of
+    /// the previous stream exist. Records of the old stream that were not read may be lost.
+    #[error("table {table:?} now streams {current}, but checkpoints exist for its previous stream {previous}: records of the previous stream may not all be processed. Finish it with Consumer::builder(client, \"{previous}\"), or start on the new stream with ConsumerBuilder::accept_new_stream(true)")]
+    StreamChanged {
+        /// The table.
+        table: String,
+        /// The stream the checkpoints belong to.
+        previous: String,
+        /// The table's current stream.
+        current: String,
+    },
     /// The actor runtime failed (spawn failure, an actor died unexpectedly).
     #[error("consumer runtime: {0}")]
     Runtime(String),
@@ -267,7 +278,8 @@ impl Error {
             Error::Gap { .. }
             | Error::InvalidArgument(_)
             | Error::Decode(_)
-            | Error::Quarantined { .. } => false,
+            | Error::Quarantined { .. }
+            | Error::StreamChanged { .. } => false,
         }
     }
 

@@ -55,6 +55,14 @@ pub enum ConsumerEvent {
     },
     /// Records were lost before the consumer could read them.
     Gap(Gap),
+    /// The table's stream was replaced and the consumer was told to start on the new one
+    /// ([`ConsumerBuilder::accept_new_stream`](crate::ConsumerBuilder::accept_new_stream)).
+    StreamChanged {
+        /// The stream with checkpoints.
+        previous: String,
+        /// The stream now consumed.
+        current: String,
+    },
     /// The stream no longer takes writes (disabled); the consumer stops once every shard ended.
     StreamDisabled,
     /// The consumer stopped; `error` is set when it stopped because of a failure.

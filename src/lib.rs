@@ -58,6 +58,8 @@ pub mod events;
 mod handler;
 mod position;
 pub mod record;
+#[cfg(all(feature = "aws", feature = "sqlite"))]
+pub mod replicate;
 pub mod sim;
 pub mod source;
 

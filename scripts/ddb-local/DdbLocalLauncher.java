@@ -51,6 +51,9 @@ import software.amazon.dynamodb.services.local.server.DynamoDBProxyServer;
 public final class DdbLocalLauncher {
     private static final String DEFAULT_REGION = "us-east-1";
 
+    // LocalDynamoDBRequestHandler: its synchronized getHandler() creates namespaces, so reads
+    // of the map lock the same monitor.
+    private static Object requestHandler;
     private static Map<String, Object> handlers;
 
     public static void main(String[] args) throws Exception {
@@ -80,7 +83,8 @@ public final class DdbLocalLauncher {
         DynamoDBProxyServer server = ServerRunner.createServerFromCommandLineArgs(
                 new String[] {"-inMemory", "-port", port, "-disableTelemetry"});
         server.start();
-        handlers = findHandlers(server);
+        requestHandler = field(field(server, "serverHandler"), "primaryHandler");
+        handlers = handlersOf(requestHandler);
 
         HttpServer control = HttpServer.create(
                 new InetSocketAddress(InetAddress.getLoopbackAddress(), controlPort), 16);
@@ -88,7 +92,7 @@ public final class DdbLocalLauncher {
         control.createContext("/health", ex -> reply(ex, 200, "ok\n"));
         control.createContext("/namespaces", ex -> {
             StringBuilder sb = new StringBuilder();
-            synchronized (handlers) {
+            synchronized (requestHandler) {
                 for (String k : new TreeSet<>(handlers.keySet())) {
                     sb.append(k).append('\n');
                 }
@@ -115,9 +119,7 @@ public final class DdbLocalLauncher {
 
     /** DynamoDBProxyServer.serverHandler.primaryHandler.dbRequestHandlers, by reflection. */
     @SuppressWarnings("unchecked")
-    private static Map<String, Object> findHandlers(DynamoDBProxyServer server) throws Exception {
-        Object serverHandler = field(server, "serverHandler");
-        Object requestHandler = field(serverHandler, "primaryHandler");
+    private static Map<String, Object> handlersOf(Object requestHandler) throws Exception {
         return (Map<String, Object>) field(requestHandler, "dbRequestHandlers");
     }
 
@@ -147,7 +149,7 @@ public final class DdbLocalLauncher {
         }
         String namespace = key + "_" + q.getOrDefault("region", DEFAULT_REGION);
         Object db;
-        synchronized (handlers) {
+        synchronized (requestHandler) {
             db = handlers.get(namespace);
         }
         if (db == null) {

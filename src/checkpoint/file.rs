@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::{merge, CheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey};
+use super::{merge, streams_of, CheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey};
 use crate::error::{CheckpointError, CheckpointErrorKind};
 use crate::source::BoxFuture;
 
@@ -244,6 +244,20 @@ impl CheckpointStore for FileCheckpointStore {
             // Keep the merged view even if the write failed: the next save retries it whole.
             *cache = Some(content);
             result
+        })
+    }
+
+    fn streams(&self, application: &str) -> BoxFuture<'_, Result<Vec<String>, CheckpointError>> {
+        let application = application.to_owned();
+        Box::pin(async move {
+            let mut cache = self.cache.lock().await;
+            let content = match cache.take() {
+                Some(c) => c,
+                None => self.read().await?,
+            };
+            let out = streams_of(&content, &application);
+            *cache = Some(content);
+            Ok(out)
         })
     }
 }

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::{merge, CheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey};
+use super::{merge, streams_of, CheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey};
 use crate::error::CheckpointError;
 use crate::source::BoxFuture;
 
@@ -56,5 +56,10 @@ impl CheckpointStore for MemoryCheckpointStore {
     ) -> BoxFuture<'_, Result<(), CheckpointError>> {
         merge(&mut self.lock(), key, started_at_ms, shards);
         Box::pin(async { Ok(()) })
+    }
+
+    fn streams(&self, application: &str) -> BoxFuture<'_, Result<Vec<String>, CheckpointError>> {
+        let out = streams_of(&self.lock(), application);
+        Box::pin(async move { Ok(out) })
     }
 }

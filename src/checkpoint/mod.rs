@@ -92,6 +92,14 @@ pub trait CheckpointStore: Send + Sync + 'static {
         started_at_ms: u64,
         shards: Vec<(String, ShardCheckpoint)>,
     ) -> BoxFuture<'_, Result<(), CheckpointError>>;
+
+    /// The stream ARNs that `application` has checkpoints for. Used to notice that a table's
+    /// stream was replaced (disabled and re-enabled gives a new ARN) while checkpoints of the old
+    /// one remain. A store that cannot list returns an empty list, which turns that check off.
+    fn streams(&self, application: &str) -> BoxFuture<'_, Result<Vec<String>, CheckpointError>> {
+        let _ = application;
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
@@ -110,6 +118,15 @@ impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
     ) -> BoxFuture<'_, Result<(), CheckpointError>> {
         (**self).save(key, started_at_ms, shards)
     }
+
+    fn streams(&self, application: &str) -> BoxFuture<'_, Result<Vec<String>, CheckpointError>> {
+        (**self).streams(application)
+    }
+}
+
+/// The stream ARNs of `application` in an in-memory copy (shared by the memory and file stores).
+pub(crate) fn streams_of(content: &BTreeMap<StreamKey, StreamCheckpoints>, application: &str) -> Vec<String> {
+    content.keys().filter(|k| k.application == application).map(|k| k.stream_arn.clone()).collect()
 }
 
 /// Apply a save to an in-memory copy (shared by the memory and file stores).

@@ -1,0 +1,177 @@
+//! Where the replicator reads the table: DescribeTable and segmented Scan, behind one trait.
+
+use crate::error::{Error, Result};
+use crate::record::{item_key_string, AttributeValue, Item};
+use crate::sim::{SimError, Simulator};
+use crate::source::{DescribeStreamRequest, StreamsApi};
+
+use super::{KeyAttribute, KeyRole, TableInfo};
+
+/// A table to scan: `aws_sdk_dynamodb::Client`, the [`Simulator`], or your own.
+///
+/// Contract for implementors:
+/// - `describe_table` fails with [`Error::InvalidArgument`] when the table does not exist or has
+///   no enabled stream, naming the table.
+/// - `scan` returns one page of one segment, in the manner of DynamoDB's parallel Scan: the
+///   segments together return every item exactly once, and a page's `last_evaluated_key`
+///   continues its segment (`None` when the segment is finished). Retryable failures
+///   (throttling, timeouts) are `Error::Source` errors whose kind says so: the replicator backs
+///   off and repeats the call.
+pub trait TableSource: Send + Sync + 'static {
+    /// The table, its stream and its key schema.
+    fn describe_table(&self, table_name: &str) -> crate::source::BoxFuture<'_, Result<TableInfo>>;
+
+    /// One page of one scan segment.
+    fn scan(&self, request: ScanRequest) -> crate::source::BoxFuture<'_, Result<ScanPage>>;
+}
+
+impl<T: TableSource + ?Sized> TableSource for std::sync::Arc<T> {
+    fn describe_table(&self, table_name: &str) -> crate::source::BoxFuture<'_, Result<TableInfo>> {
+        (**self).describe_table(table_name)
+    }
+
+    fn scan(&self, request: ScanRequest) -> crate::source::BoxFuture<'_, Result<ScanPage>> {
+        (**self).scan(request)
+    }
+}
+
+/// Arguments of one Scan call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanRequest {
+    /// The table.
+    pub table_name: String,
+    /// This segment (0-based).
+    pub segment: u32,
+    /// How many segments the scan is split into.
+    pub total_segments: u32,
+    /// Continue after this key (the previous page's `last_evaluated_key`).
+    pub exclusive_start_key: Option<Item>,
+    /// At most this many items per page (the service also stops at 1 MB).
+    pub limit: Option<u32>,
+}
+
+/// One page of a Scan.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ScanPage {
+    /// The items.
+    pub items: Vec<Item>,
+    /// Where the segment continues; `None` once it is finished.
+    pub last_evaluated_key: Option<Item>,
+}
+
+/// The simulator is a table too: its items, split into segments by a hash of their key.
+impl TableSource for Simulator {
+    fn describe_table(&self, table_name: &str) -> crate::source::BoxFuture<'_, Result<TableInfo>> {
+        let table_name = table_name.to_owned();
+        Box::pin(async move {
+            if table_name != self.table_name() {
+                return Err(Error::InvalidArgument(format!(
+                    "table {table_name:?} not found"
+                )));
+            }
+            let description = self
+                .describe_stream(DescribeStreamRequest {
+                    stream_arn: self.stream_arn(),
+                    limit: Some(1),
+                    ..Default::default()
+                })
+                .await?;
+            Ok(TableInfo {
+                table_name,
+                stream_arn: description.stream_arn,
+                view_type: description.stream_view_type,
+                key_schema: simulator_key_schema(self),
+                item_count: Some(self.item_count() as u64),
+            })
+        })
+    }
+
+    fn scan(&self, request: ScanRequest) -> crate::source::BoxFuture<'_, Result<ScanPage>> {
+        Box::pin(async move {
+            if request.table_name != self.table_name() {
+                return Err(Error::InvalidArgument(format!(
+                    "table {:?} not found",
+                    request.table_name
+                )));
+            }
+            let total = request.total_segments.max(1);
+            if request.segment >= total {
+                return Err(Error::InvalidArgument(format!(
+                    "scan segment {} out of range 0..{total}",
+                    request.segment
+                )));
+            }
+            let key_schema = simulator_key_schema(self);
+            let after = request
+                .exclusive_start_key
+                .as_ref()
+                .map(|k| item_key_string(&key_of(&key_schema, k)));
+            // Items in key-string order, so a key string is a resume position.
+            let mut items: Vec<(String, Item)> = self
+                .scan()
+                .into_iter()
+                .map(|item| (item_key_string(&key_of(&key_schema, &item)), item))
+                .filter(|(k, _)| segment_of(k, total) == request.segment)
+                .filter(|(k, _)| after.as_ref().is_none_or(|a| k > a))
+                .collect();
+            items.sort_by(|a, b| a.0.cmp(&b.0));
+            let limit = request.limit.map_or(usize::MAX, |l| l.max(1) as usize);
+            let more = items.len() > limit;
+            items.truncate(limit);
+            let last_evaluated_key = if more {
+                items.last().map(|(_, item)| key_of(&key_schema, item))
+            } else {
+                None
+            };
+            Ok(ScanPage {
+                items: items.into_iter().map(|(_, item)| item).collect(),
+                last_evaluated_key,
+            })
+        })
+    }
+}
+
+/// The simulator's key attributes.
+///
+/// The simulator has no accessor for its key schema, but tells which key attribute an item
+/// lacks; asking about an empty key and then a key with only the partition attribute reveals
+/// both, without touching the table.
+fn simulator_key_schema(sim: &Simulator) -> Vec<KeyAttribute> {
+    let mut schema = Vec::new();
+    let mut probe = Item::default();
+    for role in [KeyRole::Partition, KeyRole::Sort] {
+        match sim.shard_for_keys(&probe) {
+            Err(SimError::MissingKey(name)) => {
+                probe.insert(name.clone(), AttributeValue::S(String::new()));
+                schema.push(KeyAttribute {
+                    name,
+                    role,
+                    scalar_type: None,
+                });
+            }
+            _ => break,
+        }
+    }
+    schema
+}
+
+/// The key attributes of `item`.
+pub(crate) fn key_of(key_schema: &[KeyAttribute], item: &Item) -> Item {
+    let mut key = Item::default();
+    for attribute in key_schema {
+        if let Some(value) = item.get(&attribute.name) {
+            key.insert(attribute.name.clone(), value.clone());
+        }
+    }
+    key
+}
+
+/// Which of `total` segments a key belongs to (FNV-1a of its key string: stable across runs).
+fn segment_of(key_string: &str, total: u32) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key_string.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(total.max(1))) as u32
+}

