@@ -1,7 +1,8 @@
 //! In-process throughput: records per second from the simulator through coordinator → shard
 //! worker → handler actor → checkpointer, with a no-op handler (and with typed decoding).
 //!
-//! `cargo bench --bench sim_throughput` (add `-- --quick` for a fast smoke run, as CI does).
+//! `cargo bench --bench sim_throughput` (add `-- --quick` for a fast smoke run; `cargo test
+//! --all-targets`, as CI runs, builds it unoptimised and runs it in quick mode).
 //! Results and the machine they came from: docs/benchmarks.md.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,12 +67,19 @@ async fn run(shards: usize, records: u64, typed: bool) -> f64 {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    // Unoptimised builds (`cargo test --all-targets` runs this in the test profile) only check
+    // that the harness works; figures come from `cargo bench`.
+    let quick = cfg!(debug_assertions) || std::env::args().any(|a| a == "--quick");
     let (records, rounds) = if quick { (20_000, 1) } else { (500_000, 5) };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     println!("records={records} rounds={rounds} (median reported)");
     for (shards, typed) in [(1, false), (1, true), (100, false), (100, true)] {
-        let mut results: Vec<f64> = (0..rounds).map(|_| rt.block_on(run(shards, records, typed))).collect();
+        let mut results: Vec<f64> = (0..rounds)
+            .map(|_| rt.block_on(run(shards, records, typed)))
+            .collect();
         results.sort_by(|a, b| a.total_cmp(b));
         let median = results[results.len() / 2];
         println!(

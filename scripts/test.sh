@@ -15,8 +15,11 @@ echo "==> formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --all-features -- -D warnings
 
-echo "==> tests"
-cargo test --all-features
+echo "==> tests (unit, simulator, DynamoDB Local, CLI, benches in quick mode)"
+cargo test --all-features --all-targets
+
+echo "==> doctests (API docs and README examples)"
+cargo test --all-features --doc
 
 echo "==> quickstart"
 cargo run --quiet --example quickstart

@@ -23,6 +23,8 @@
 //!   exceptions map to. [`Simulator::set_fault`] injects throttling and other failures from a
 //!   seeded generator, and [`Simulator::set_latency`] slows calls down.
 //!
+//! `examples/test_your_handler.rs` shows a complete test of a handler of your own.
+//!
 //! It does not model: read capacity or the real per-shard rate limits (it counts calls instead,
 //! see [`Simulator::get_records_call_times`]), empty pages on shards that hold records, automatic
 //! splits or the periodic rollover of the real service (call the topology methods), conditional
