@@ -309,7 +309,9 @@ impl ConsumerBuilder {
                 .streams(&key.application)
                 .await?
                 .into_iter()
-                .find(|arn| arn != &self.stream_arn && arn.split("/stream/").next() == Some(table_prefix));
+                .find(|arn| {
+                    arn != &self.stream_arn && arn.split("/stream/").next() == Some(table_prefix)
+                });
             if let Some(previous) = previous {
                 if !self.accept_new_stream {
                     return Err(Error::StreamChanged {

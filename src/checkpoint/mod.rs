@@ -125,8 +125,15 @@ impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
 }
 
 /// The stream ARNs of `application` in an in-memory copy (shared by the memory and file stores).
-pub(crate) fn streams_of(content: &BTreeMap<StreamKey, StreamCheckpoints>, application: &str) -> Vec<String> {
-    content.keys().filter(|k| k.application == application).map(|k| k.stream_arn.clone()).collect()
+pub(crate) fn streams_of(
+    content: &BTreeMap<StreamKey, StreamCheckpoints>,
+    application: &str,
+) -> Vec<String> {
+    content
+        .keys()
+        .filter(|k| k.application == application)
+        .map(|k| k.stream_arn.clone())
+        .collect()
 }
 
 /// Apply a save to an in-memory copy (shared by the memory and file stores).
