@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::delivery::RetryPolicy;
 use crate::position::StartPosition;
 
 /// What to do when records were lost before the consumer could read them (a *gap*: trimmed
@@ -94,6 +95,17 @@ pub struct ConsumerConfig {
     pub restart: RestartPolicy,
     /// What to do about gaps. Default [`GapPolicy::Fail`].
     pub gap_policy: GapPolicy,
+    /// Most records per handler call (1..=10,000). Default 1000 (one GetRecords page).
+    pub batch_size: usize,
+    /// Wait up to this long for a fuller batch, which may then span several GetRecords pages.
+    /// Default 0: each page is handed over at once.
+    pub batch_window: Duration,
+    /// Retry failing batches in place. Default `None`: a failing batch fails the shard worker,
+    /// which restarts from its checkpoint (see `restart`).
+    pub retry: Option<RetryPolicy>,
+    /// Handler instances per shard working concurrently, with records routed by item key so each
+    /// item's changes stay in order. Default 1.
+    pub key_parallelism: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -115,6 +127,10 @@ impl Default for ConsumerConfig {
             latest_bookmark_margin: Duration::from_secs(120),
             restart: RestartPolicy::default(),
             gap_policy: GapPolicy::Fail,
+            batch_size: 1000,
+            batch_window: Duration::ZERO,
+            retry: None,
+            key_parallelism: 1,
         }
     }
 }
@@ -134,6 +150,15 @@ impl ConsumerConfig {
         }
         if self.iterator_refresh_age >= Duration::from_secs(15 * 60) {
             return bad("iterator_refresh_age must be below the 15-minute iterator lifetime");
+        }
+        if !(1..=10_000).contains(&self.batch_size) {
+            return bad("batch_size must be within 1..=10000");
+        }
+        if !(1..=256).contains(&self.key_parallelism) {
+            return bad("key_parallelism must be within 1..=256");
+        }
+        if self.retry.as_ref().is_some_and(|r| r.max_attempts == 0) {
+            return bad("retry.max_attempts must be at least 1");
         }
         if self.restart.max_failures == 0 {
             return bad("restart.max_failures must be at least 1");

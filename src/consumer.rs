@@ -10,10 +10,12 @@ use crate::actors::coordinator::{Coordinator, CoordinatorArgs, CoordinatorMsg};
 use crate::actors::{Outcome, Shared};
 use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore, StreamKey};
 use crate::config::{ConsumerConfig, GapPolicy};
+use crate::delivery::{FailureSink, KindFilter, RecordFilter, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::events::ConsumerEvent;
 use crate::handler::{handler_fn, DynHandler, Handler, HandlerFactory, ShardInfo};
 use crate::position::StartPosition;
+use crate::record::StreamRecord;
 use crate::source::StreamsApi;
 use crate::Batch;
 
@@ -73,6 +75,8 @@ impl Consumer {
             events,
             table: None,
             accept_new_stream: false,
+            filter: RecordFilter::default(),
+            failure_sink: None,
         }
     }
 
@@ -173,6 +177,8 @@ pub struct ConsumerBuilder {
     /// Set by `for_table`: lets `spawn` notice a replaced stream.
     table: Option<String>,
     accept_new_stream: bool,
+    filter: RecordFilter,
+    failure_sink: Option<Arc<dyn FailureSink>>,
 }
 
 impl std::fmt::Debug for ConsumerBuilder {
@@ -277,6 +283,59 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Retry failing batches in place (see [`RetryPolicy`]) instead of restarting the shard
+    /// worker on the first failure.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.config.retry = Some(policy);
+        self
+    }
+
+    /// Where records go when the retry policy gives up on them, so the shard can move on.
+    /// Without a sink such a shard is quarantined instead.
+    pub fn failure_sink(mut self, sink: impl FailureSink) -> Self {
+        self.failure_sink = Some(Arc::new(sink));
+        self
+    }
+
+    /// Only hand records of these kinds to the handler; the others are checkpointed as
+    /// processed.
+    ///
+    /// ```no_run
+    /// # use dynamodb_stream::{delivery::KindFilter, Consumer, sim::Simulator};
+    /// # let sim = Simulator::new();
+    /// let builder = Consumer::builder(sim.clone(), sim.stream_arn())
+    ///     .filter_kinds([KindFilter::Remove, KindFilter::TtlRemove]);
+    /// ```
+    pub fn filter_kinds(mut self, kinds: impl IntoIterator<Item = KindFilter>) -> Self {
+        self.filter.kinds = Some(kinds.into_iter().collect());
+        self
+    }
+
+    /// Only hand records for which `predicate` is true to the handler; the others are
+    /// checkpointed as processed. Combines with [`filter_kinds`](Self::filter_kinds).
+    pub fn filter(
+        mut self,
+        predicate: impl Fn(&StreamRecord) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.filter.predicate = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Run `n` handler instances per shard concurrently, routing records by item key so each
+    /// item's changes stay in order (DynamoDB orders changes per item only). The checkpoint moves
+    /// only past records every lane has finished.
+    pub fn key_parallelism(mut self, n: usize) -> Self {
+        self.config.key_parallelism = n;
+        self
+    }
+
+    /// Records per handler call, and how long to wait for a fuller batch.
+    pub fn batching(mut self, batch_size: usize, window: std::time::Duration) -> Self {
+        self.config.batch_size = batch_size;
+        self.config.batch_window = window;
+        self
+    }
+
     /// Subscribe to events before the consumer starts, so none are missed.
     pub fn events(&self) -> broadcast::Receiver<ConsumerEvent> {
         self.events.subscribe()
@@ -334,6 +393,8 @@ impl ConsumerBuilder {
             stream_arn: self.stream_arn.clone(),
             events: events.clone(),
             factory,
+            filter: self.filter,
+            failure_sink: self.failure_sink,
         });
         let outcome: Outcome = Arc::new(Mutex::new(None));
         let (coordinator, join) = Actor::spawn(

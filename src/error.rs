@@ -185,6 +185,7 @@ pub struct DecodeError {
 /// supervised restart of the shard worker.
 pub struct HandlerError {
     inner: BoxError,
+    failed_at: Option<SequenceNumber>,
 }
 
 impl HandlerError {
@@ -192,7 +193,35 @@ impl HandlerError {
     pub fn msg(message: impl fmt::Display) -> Self {
         Self {
             inner: message.to_string().into(),
+            failed_at: None,
         }
+    }
+
+    /// A partial batch failure: every record before `sequence_number` was processed, the record
+    /// with `sequence_number` failed (and those after it were not processed). The checkpoint
+    /// moves to just before it and only the rest of the batch is retried.
+    ///
+    /// ```
+    /// # use dynamodb_stream::{Batch, HandlerError};
+    /// # fn apply(_: &dynamodb_stream::StreamRecord) -> Result<(), std::io::Error> { Ok(()) }
+    /// # fn f(batch: Batch) -> Result<(), HandlerError> {
+    /// for record in batch.records() {
+    ///     if let Err(e) = apply(record) {
+    ///         return Err(HandlerError::failed_at(record.sequence_number().clone(), e));
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn failed_at(sequence_number: SequenceNumber, error: impl Into<BoxError>) -> Self {
+        Self {
+            inner: error.into(),
+            failed_at: Some(sequence_number),
+        }
+    }
+
+    /// The first failed record of a partial failure.
+    pub fn failed_sequence_number(&self) -> Option<&SequenceNumber> {
+        self.failed_at.as_ref()
     }
 
     /// The wrapped error.
@@ -203,7 +232,10 @@ impl HandlerError {
 
 impl<E: Into<BoxError>> From<E> for HandlerError {
     fn from(e: E) -> Self {
-        Self { inner: e.into() }
+        Self {
+            inner: e.into(),
+            failed_at: None,
+        }
     }
 }
 

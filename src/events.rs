@@ -55,6 +55,20 @@ pub enum ConsumerEvent {
     },
     /// Records were lost before the consumer could read them.
     Gap(Gap),
+    /// The handler could not process these records after the retry policy was exhausted; they
+    /// went to the failure sink and the shard moved on.
+    SentToFailureSink {
+        /// The shard.
+        shard_id: String,
+        /// The first record sent.
+        first_sequence_number: Option<SequenceNumber>,
+        /// The last record sent.
+        last_sequence_number: Option<SequenceNumber>,
+        /// How many records.
+        records: usize,
+        /// Why.
+        reason: crate::delivery::FailureReason,
+    },
     /// The table's stream was replaced and the consumer was told to start on the new one
     /// ([`ConsumerBuilder::accept_new_stream`](crate::ConsumerBuilder::accept_new_stream)).
     StreamChanged {

@@ -31,7 +31,8 @@ pub struct ShardInfo {
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub(crate) shard: Arc<ShardInfo>,
-    pub(crate) records: Vec<StreamRecord>,
+    // Shared with the consumer, which keeps the records for a retry: cloning a batch is cheap.
+    pub(crate) records: Arc<Vec<StreamRecord>>,
 }
 
 impl Batch {
@@ -45,12 +46,15 @@ impl Batch {
             .all(|w| w[0].sequence_number() < w[1].sequence_number());
         (!records.is_empty() && ordered).then(|| Self {
             shard: Arc::new(shard),
-            records,
+            records: Arc::new(records),
         })
     }
 
     /// A batch from records already checked to be in strictly increasing order.
-    pub(crate) fn from_ordered(shard: Arc<ShardInfo>, records: Vec<StreamRecord>) -> Option<Self> {
+    pub(crate) fn from_ordered(
+        shard: Arc<ShardInfo>,
+        records: Arc<Vec<StreamRecord>>,
+    ) -> Option<Self> {
         (!records.is_empty()).then_some(Self { shard, records })
     }
 
@@ -64,9 +68,15 @@ impl Batch {
         &self.records
     }
 
-    /// Take the records.
+    /// Iterate over the records.
+    pub fn iter(&self) -> std::slice::Iter<'_, StreamRecord> {
+        self.records.iter()
+    }
+
+    /// The records as an owned vector. This copies them while the consumer still holds the batch
+    /// (it does during `handle`, to retry it); prefer [`records`](Self::records) to read.
     pub fn into_records(self) -> Vec<StreamRecord> {
-        self.records
+        Arc::try_unwrap(self.records).unwrap_or_else(|shared| (*shared).clone())
     }
 
     /// How many records.
@@ -85,11 +95,11 @@ impl Batch {
     }
 }
 
-impl IntoIterator for Batch {
-    type Item = StreamRecord;
-    type IntoIter = std::vec::IntoIter<StreamRecord>;
+impl<'a> IntoIterator for &'a Batch {
+    type Item = &'a StreamRecord;
+    type IntoIter = std::slice::Iter<'a, StreamRecord>;
     fn into_iter(self) -> Self::IntoIter {
-        self.records.into_iter()
+        self.records.iter()
     }
 }
 

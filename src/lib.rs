@@ -53,6 +53,7 @@ mod actors;
 pub mod checkpoint;
 mod config;
 mod consumer;
+pub mod delivery;
 pub mod error;
 pub mod events;
 mod handler;

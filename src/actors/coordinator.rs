@@ -266,12 +266,10 @@ impl CoordinatorState {
             shard_id: id.to_owned(),
             parent_shard_id: entry.shard.parent_shard_id.clone(),
         });
-        let handler = (self.shared.factory)(&info);
         let args = WorkerArgs {
             shared: self.shared.clone(),
             shard: info,
             plan,
-            handler,
             checkpointer,
             coordinator: myself.clone(),
         };
@@ -310,22 +308,7 @@ impl CoordinatorState {
         }
         let failures = entry.failures.len() as u32;
         if failures >= policy.max_failures {
-            entry.run = Run::Quarantined;
-            tracing::error!(shard = shard_id, %error, failures, "shard quarantined after repeated failures");
-            self.shared.emit(ConsumerEvent::ShardQuarantined {
-                shard_id: shard_id.to_owned(),
-                error: error.clone(),
-            });
-            if policy.stop_consumer_on_quarantine {
-                self.fail(
-                    myself,
-                    Error::Quarantined {
-                        shard_id: shard_id.to_owned(),
-                        last_error: error,
-                    },
-                );
-            }
-            return Ok(());
+            return self.quarantine(myself, shard_id, error);
         }
         entry.run = Run::Backoff;
         let wait = backoff(policy.initial_backoff, policy.max_backoff, failures - 1);
@@ -338,6 +321,33 @@ impl CoordinatorState {
         });
         let id = shard_id.to_owned();
         myself.send_after(wait, move || CoordinatorMsg::Restart(id));
+        Ok(())
+    }
+
+    /// Stop a shard for good and report it; its children stay blocked (nothing is skipped).
+    fn quarantine(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+        shard_id: &str,
+        error: String,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(entry) = self.shards.get_mut(shard_id) {
+            entry.run = Run::Quarantined;
+        }
+        tracing::error!(shard = shard_id, %error, "shard quarantined");
+        self.shared.emit(ConsumerEvent::ShardQuarantined {
+            shard_id: shard_id.to_owned(),
+            error: error.clone(),
+        });
+        if self.shared.config.restart.stop_consumer_on_quarantine {
+            self.fail(
+                myself,
+                Error::Quarantined {
+                    shard_id: shard_id.to_owned(),
+                    last_error: error,
+                },
+            );
+        }
         Ok(())
     }
 
@@ -725,8 +735,13 @@ impl Actor for Coordinator {
         let (cell, failure) = match evt {
             SupervisionEvent::ActorFailed(cell, e) => (cell, Some(e.to_string())),
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                let quarantined = reason
+                    .as_deref()
+                    .and_then(|r| r.strip_prefix(exit::QUARANTINE))
+                    .map(str::to_owned);
                 let failure = match reason.as_deref() {
                     Some(exit::ENDED) | Some(exit::GAP) | Some(exit::DRAINED) => None,
+                    _ if quarantined.is_some() => None,
                     other => Some(format!(
                         "stopped unexpectedly ({})",
                         other.unwrap_or("no reason")
@@ -745,6 +760,8 @@ impl Actor for Coordinator {
                         });
                         let _ = myself.cast(CoordinatorMsg::ChildrenOf(shard_id));
                         state.check_complete(&myself);
+                    } else if let Some(error) = quarantined {
+                        state.quarantine(&myself, &shard_id, error)?;
                     } else if gap {
                         if let Some(e) = state.shards.get_mut(&shard_id) {
                             if e.run == Run::Running {

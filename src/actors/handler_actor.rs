@@ -1,46 +1,227 @@
-//! Runs the user's [`Handler`](crate::Handler) for one shard, one call at a time.
+//! The delivery stage of one shard: filters pages, batches records, routes them by item key to
+//! `key_parallelism` lanes (each a task with its own handler instance, handling one batch at a
+//! time), and acknowledges pages to the shard worker through a contiguous watermark.
 //!
-//! Batches arrive in order (one mailbox, one sender); acknowledgements go back to the shard
-//! worker in the same order. After a failure nothing more is handled: a later batch must never
-//! be acknowledged past an unacknowledged one (I3).
+//! A lane finishes its records in order, and every record of one item goes to the same lane, so
+//! each item's changes are handled in order. The checkpoint only moves to a position below which
+//! every record is finished (I3), however the lanes interleave.
 
+use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::Instrument;
+use tokio::sync::{mpsc, oneshot};
 
 use super::worker::WorkerMsg;
-use crate::handler::{Batch, DynHandler, ShardInfo};
-use crate::record::SequenceNumber;
+use super::Shared;
+use crate::delivery::engine::{Fatal, Lane};
+use crate::delivery::watermark::{RecordId, Watermark};
+use crate::handler::ShardInfo;
+use crate::record::{SequenceNumber, StreamRecord};
 
 pub(crate) struct HandlerActor;
 
 pub(crate) struct HandlerArgs {
-    pub(crate) handler: Box<dyn DynHandler>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) shard: Arc<ShardInfo>,
     pub(crate) worker: ActorRef<WorkerMsg>,
-    pub(crate) timeout: Duration,
 }
 
 pub(crate) enum HandlerMsg {
     Start(RpcReplyPort<Result<(), String>>),
-    /// Records to hand over (`None` when every record of the page was skipped), acknowledged
-    /// through `through`.
+    /// One GetRecords page (records may be empty when all were skipped), ending at `through`.
     Deliver {
-        batch: Option<Batch>,
+        records: Vec<StreamRecord>,
         through: SequenceNumber,
     },
+    /// A lane finished these records; `fatal` when it cannot go on.
+    LaneDone {
+        finished: Vec<RecordId>,
+        fatal: Option<Fatal>,
+    },
+    /// The batching window of generation `n` expired.
+    FlushWindow(u64),
     End(RpcReplyPort<Result<(), String>>),
     Shutdown(RpcReplyPort<()>),
 }
 
+enum LaneMsg {
+    Work {
+        ids: Vec<RecordId>,
+        records: Vec<StreamRecord>,
+    },
+    End(oneshot::Sender<Result<(), String>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Aborts the lane tasks when the stage goes away — also when it is killed (a crash or a
+/// worker restart), so no handler call outlives its shard worker.
+struct LaneTasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for LaneTasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
 pub(crate) struct HandlerState {
-    handler: Box<dyn DynHandler>,
+    shared: Arc<Shared>,
     shard: Arc<ShardInfo>,
     worker: ActorRef<WorkerMsg>,
-    timeout: Duration,
+    lanes: Vec<mpsc::UnboundedSender<LaneMsg>>,
+    _tasks: LaneTasks,
+    watermark: Watermark,
+    buffers: Vec<Vec<(RecordId, StreamRecord)>>,
+    window_generation: u64,
+    window_armed: bool,
     failed: bool,
+}
+
+/// Pages the shard worker may have outstanding: enough to fill `max_in_flight_batches` batches.
+pub(crate) fn page_budget(config: &crate::ConsumerConfig) -> usize {
+    let per_batch = if config.batch_window.is_zero() {
+        1
+    } else {
+        config
+            .batch_size
+            .div_ceil(config.max_records_per_call as usize)
+            .max(1)
+    };
+    config.max_in_flight_batches * per_batch
+}
+
+fn lane_of(record: &StreamRecord, lanes: usize) -> usize {
+    if lanes == 1 {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    record.key_string().hash(&mut h);
+    (h.finish() % lanes as u64) as usize
+}
+
+async fn guarded<T>(
+    timeout: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, AssertUnwindSafe(f).catch_unwind()).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(_)) => Err(format!("{what} panicked")),
+        Err(_) => Err(format!("{what} did not return within {timeout:?}")),
+    }
+}
+
+async fn run_lane(
+    mut lane: Lane,
+    mut rx: mpsc::UnboundedReceiver<LaneMsg>,
+    stage: ActorRef<HandlerMsg>,
+    started: oneshot::Sender<Result<(), String>>,
+) {
+    let timeout = lane.timeout;
+    let start = guarded(
+        timeout,
+        "on_shard_start",
+        lane.handler.on_shard_start(&lane.shard),
+    )
+    .await
+    .and_then(|r| r.map_err(|e| format!("on_shard_start failed: {e}")));
+    let ok = start.is_ok();
+    let _ = started.send(start);
+    if !ok {
+        return;
+    }
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            LaneMsg::Work { mut ids, records } => {
+                let outcome = lane.deliver(records).await;
+                ids.truncate(outcome.finished);
+                let stop = outcome.fatal.is_some();
+                let _ = stage.cast(HandlerMsg::LaneDone {
+                    finished: ids,
+                    fatal: outcome.fatal,
+                });
+                if stop {
+                    return;
+                }
+            }
+            LaneMsg::End(reply) => {
+                let r = guarded(
+                    timeout,
+                    "on_shard_end",
+                    lane.handler.on_shard_end(&lane.shard),
+                )
+                .await
+                .and_then(|r| r.map_err(|e| format!("on_shard_end failed: {e}")));
+                let _ = reply.send(r);
+            }
+            LaneMsg::Shutdown(reply) => {
+                if let Err(e) = guarded(
+                    timeout,
+                    "on_shutdown",
+                    lane.handler.on_shutdown(&lane.shard),
+                )
+                .await
+                {
+                    tracing::warn!(shard = %lane.shard.shard_id, "{e}");
+                }
+                let _ = reply.send(());
+            }
+        }
+    }
+}
+
+impl HandlerState {
+    fn flush_lane(&mut self, lane: usize, all: bool) {
+        let size = self.shared.config.batch_size;
+        let buffer = std::mem::take(&mut self.buffers[lane]);
+        let mut rest = buffer;
+        while !rest.is_empty() && (all || rest.len() >= size) {
+            let tail = rest.split_off(rest.len().min(size));
+            let (ids, records): (Vec<_>, Vec<_>) = rest.into_iter().unzip();
+            let _ = self.lanes[lane].send(LaneMsg::Work { ids, records });
+            rest = tail;
+        }
+        self.buffers[lane] = rest;
+    }
+
+    fn flush_all(&mut self) {
+        for lane in 0..self.lanes.len() {
+            self.flush_lane(lane, true);
+        }
+        self.window_generation += 1;
+        self.window_armed = false;
+    }
+
+    /// Tell the worker how far the checkpoint may move and how many pages are done.
+    fn report(&mut self) {
+        if let Some(a) = self.watermark.advance() {
+            let _ = self.worker.cast(WorkerMsg::Acked {
+                through: a.through,
+                pages: a.pages,
+            });
+        }
+    }
+
+    async fn broadcast<T: Send + 'static>(
+        &self,
+        make: impl Fn(oneshot::Sender<T>) -> LaneMsg,
+    ) -> Vec<Result<T, String>> {
+        let mut out = Vec::new();
+        for lane in &self.lanes {
+            let (tx, rx) = oneshot::channel();
+            if lane.send(make(tx)).is_err() {
+                out.push(Err("a handler lane stopped".to_owned()));
+                continue;
+            }
+            out.push(rx.await.map_err(|_| "a handler lane stopped".to_owned()));
+        }
+        out
+    }
 }
 
 impl Actor for HandlerActor {
@@ -54,80 +235,139 @@ impl Actor for HandlerActor {
         args: HandlerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(HandlerState {
-            handler: args.handler,
+            shared: args.shared,
             shard: args.shard,
             worker: args.worker,
-            timeout: args.timeout,
+            lanes: Vec::new(),
+            _tasks: LaneTasks(Vec::new()),
+            watermark: Watermark::default(),
+            buffers: Vec::new(),
+            window_generation: 0,
+            window_armed: false,
             failed: false,
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let timeout = state.timeout;
         match msg {
             HandlerMsg::Start(reply) => {
-                let r =
-                    match tokio::time::timeout(timeout, state.handler.on_shard_start(&state.shard))
-                        .await
-                    {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(format!("on_shard_start failed: {e}")),
-                        Err(_) => Err(format!("on_shard_start did not return within {timeout:?}")),
+                let n = state.shared.config.key_parallelism;
+                let mut started = Vec::new();
+                for _ in 0..n {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let (start_tx, start_rx) = oneshot::channel();
+                    let api = state.shared.api.clone();
+                    let events = state.shared.events.clone();
+                    let lane = Lane {
+                        shard: state.shard.clone(),
+                        factory: state.shared.factory.clone(),
+                        handler: (state.shared.factory)(&state.shard),
+                        retry: state.shared.config.retry.clone(),
+                        sink: state.shared.failure_sink.clone(),
+                        timeout: state.shared.config.handler_timeout,
+                        wall_clock: Arc::new(move || api.wall_clock()),
+                        emit: Arc::new(move |e| {
+                            let _ = events.send(e);
+                        }),
                     };
-                state.failed = r.is_err();
-                let _ = reply.send(r);
+                    state
+                        ._tasks
+                        .0
+                        .push(tokio::spawn(run_lane(lane, rx, myself.clone(), start_tx)));
+                    state.lanes.push(tx);
+                    state.buffers.push(Vec::new());
+                    started.push(start_rx);
+                }
+                let mut result = Ok(());
+                for rx in started {
+                    let r = rx
+                        .await
+                        .unwrap_or_else(|_| Err("a handler lane stopped while starting".into()));
+                    if result.is_ok() {
+                        result = r;
+                    }
+                }
+                state.failed = result.is_err();
+                let _ = reply.send(result);
             }
-            HandlerMsg::Deliver { batch, through } => {
+            HandlerMsg::Deliver { records, through } => {
                 if state.failed {
                     return Ok(());
                 }
-                if let Some(batch) = batch {
-                    let span = tracing::debug_span!(
-                        "handle",
-                        stream = %state.shard.stream_arn,
-                        shard = %state.shard.shard_id,
-                        sequence_number = %through,
-                        records = batch.len()
-                    );
-                    let result = tokio::time::timeout(timeout, state.handler.handle(batch))
-                        .instrument(span)
-                        .await;
-                    let failure = match result {
-                        Ok(Ok(())) => None,
-                        Ok(Err(e)) => Some(format!("handler failed: {e}")),
-                        Err(_) => Some(format!("handler did not return within {timeout:?}")),
+                let seqs = records
+                    .iter()
+                    .map(|r| r.sequence_number().clone())
+                    .collect();
+                let page = state.watermark.push_page(through, seqs);
+                let lanes = state.lanes.len();
+                let mut filtered = Vec::new();
+                for (i, r) in records.into_iter().enumerate() {
+                    let id = RecordId {
+                        page,
+                        index: i as u32,
                     };
-                    if let Some(f) = failure {
-                        state.failed = true;
-                        let _ = state.worker.cast(WorkerMsg::HandlerFailed(f));
-                        return Ok(());
+                    if !state.shared.filter.is_empty() && !state.shared.filter.accepts(&r) {
+                        filtered.push(id);
+                    } else {
+                        let lane = lane_of(&r, lanes);
+                        state.buffers[lane].push((id, r));
                     }
                 }
-                let _ = state.worker.cast(WorkerMsg::Acked { through });
+                state.watermark.finish(filtered);
+                let shared = state.shared.clone();
+                let config = &shared.config;
+                if config.batch_window.is_zero()
+                    || state.watermark.open_pages() >= page_budget(config)
+                {
+                    // No window, or the worker cannot send more: hand over what there is.
+                    state.flush_all();
+                } else {
+                    for lane in 0..lanes {
+                        state.flush_lane(lane, false);
+                    }
+                    if !state.window_armed && state.buffers.iter().any(|b| !b.is_empty()) {
+                        state.window_armed = true;
+                        let generation = state.window_generation;
+                        myself.send_after(config.batch_window, move || {
+                            HandlerMsg::FlushWindow(generation)
+                        });
+                    }
+                }
+                state.report();
+            }
+            HandlerMsg::FlushWindow(generation) => {
+                if generation == state.window_generation && !state.failed {
+                    state.flush_all();
+                }
+            }
+            HandlerMsg::LaneDone { finished, fatal } => {
+                state.watermark.finish(finished);
+                state.report();
+                if let Some(fatal) = fatal {
+                    if !state.failed {
+                        state.failed = true;
+                        let (error, quarantine) = match fatal {
+                            Fatal::Restart(e) => (e, false),
+                            Fatal::Quarantine(e) => (e, true),
+                        };
+                        let _ = state
+                            .worker
+                            .cast(WorkerMsg::HandlerFailed { error, quarantine });
+                    }
+                }
             }
             HandlerMsg::End(reply) => {
-                let r =
-                    match tokio::time::timeout(timeout, state.handler.on_shard_end(&state.shard))
-                        .await
-                    {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(format!("on_shard_end failed: {e}")),
-                        Err(_) => Err(format!("on_shard_end did not return within {timeout:?}")),
-                    };
-                let _ = reply.send(r);
+                let results = state.broadcast(LaneMsg::End).await;
+                let first_error = results.into_iter().find_map(|r| r.and_then(|x| x).err());
+                let _ = reply.send(first_error.map_or(Ok(()), Err));
             }
             HandlerMsg::Shutdown(reply) => {
-                if tokio::time::timeout(timeout, state.handler.on_shutdown(&state.shard))
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(shard = %state.shard.shard_id, "on_shutdown did not return within {timeout:?}");
-                }
+                let _ = state.broadcast(LaneMsg::Shutdown).await;
                 let _ = reply.send(());
             }
         }

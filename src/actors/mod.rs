@@ -18,6 +18,7 @@ use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::broadcast;
 
 use crate::config::ConsumerConfig;
+use crate::delivery::{FailureSink, RecordFilter};
 use crate::error::Error;
 use crate::events::ConsumerEvent;
 use crate::handler::HandlerFactory;
@@ -30,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) stream_arn: String,
     pub(crate) events: broadcast::Sender<ConsumerEvent>,
     pub(crate) factory: HandlerFactory,
+    pub(crate) filter: RecordFilter,
+    pub(crate) failure_sink: Option<Arc<dyn FailureSink>>,
 }
 
 impl Shared {
@@ -71,4 +74,7 @@ pub(crate) mod exit {
     pub(crate) const GAP: &str = "gap";
     /// Drained for shutdown.
     pub(crate) const DRAINED: &str = "drained";
+    /// Retries are exhausted and no failure sink is configured: quarantine at once. The error
+    /// follows this prefix.
+    pub(crate) const QUARANTINE: &str = "quarantine: ";
 }

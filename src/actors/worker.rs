@@ -14,13 +14,13 @@ use tokio::time::Instant;
 
 use super::checkpointer::CheckpointerMsg;
 use super::coordinator::CoordinatorMsg;
-use super::handler_actor::{HandlerActor, HandlerArgs, HandlerMsg};
+use super::handler_actor::{page_budget, HandlerActor, HandlerArgs, HandlerMsg};
 use super::{call, exit, Shared};
 use crate::checkpoint::ShardCheckpoint;
 use crate::config::{backoff, GapPolicy};
 use crate::error::{SourceError, SourceErrorKind};
 use crate::events::{ConsumerEvent, Gap, GapAction, GapKind};
-use crate::handler::{Batch, DynHandler, ShardInfo};
+use crate::handler::ShardInfo;
 use crate::position::ShardPlan;
 use crate::record::SequenceNumber;
 use crate::source::IteratorPosition;
@@ -31,17 +31,22 @@ pub(crate) struct WorkerArgs {
     pub(crate) shared: Arc<Shared>,
     pub(crate) shard: Arc<ShardInfo>,
     pub(crate) plan: ShardPlan,
-    pub(crate) handler: Box<dyn DynHandler>,
     pub(crate) checkpointer: ActorRef<CheckpointerMsg>,
     pub(crate) coordinator: ActorRef<CoordinatorMsg>,
 }
 
 pub(crate) enum WorkerMsg {
     Poll,
+    /// The delivery stage finished every record up to `through`, completing `pages` pages.
     Acked {
         through: SequenceNumber,
+        pages: usize,
     },
-    HandlerFailed(String),
+    /// The delivery stage cannot go on; `quarantine` when retries are exhausted without a sink.
+    HandlerFailed {
+        error: String,
+        quarantine: bool,
+    },
     /// Stop taking records, let in-flight batches finish, then stop.
     Drain(RpcReplyPort<()>),
 }
@@ -50,7 +55,6 @@ pub(crate) struct WorkerState {
     shared: Arc<Shared>,
     shard: Arc<ShardInfo>,
     plan: ShardPlan,
-    handler: Option<Box<dyn DynHandler>>,
     handler_ref: Option<ActorRef<HandlerMsg>>,
     checkpointer: ActorRef<CheckpointerMsg>,
     coordinator: ActorRef<CoordinatorMsg>,
@@ -139,7 +143,7 @@ impl WorkerState {
     /// One GetShardIterator (if needed) and one GetRecords.
     async fn poll_once(&mut self) -> Result<Step, ActorProcessingErr> {
         let cfg = &self.shared.config;
-        if self.in_flight >= cfg.max_in_flight_batches {
+        if self.in_flight >= page_budget(cfg) {
             return Ok(Step::Wait);
         }
         // A held iterator may have aged while the handler lagged: replace it from the last read
@@ -209,11 +213,10 @@ impl WorkerState {
             }
             if last_read.as_ref().is_none_or(|l| &through > l) {
                 self.last_read = Some(through.clone());
-                let batch = Batch::from_ordered(self.shard.clone(), records);
                 self.in_flight += 1;
                 let handler = self.handler_ref.as_ref().ok_or("handler actor missing")?;
                 handler
-                    .cast(HandlerMsg::Deliver { batch, through })
+                    .cast(HandlerMsg::Deliver { records, through })
                     .map_err(|e| format!("handler actor gone: {e}"))?;
             }
         }
@@ -356,7 +359,6 @@ impl Actor for ShardWorker {
             shared: args.shared,
             shard: args.shard,
             plan: args.plan,
-            handler: Some(args.handler),
             handler_ref: None,
             checkpointer: args.checkpointer,
             coordinator: args.coordinator,
@@ -379,15 +381,13 @@ impl Actor for ShardWorker {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let handler = state.handler.take().ok_or("handler already taken")?;
         let (handler_ref, _) = Actor::spawn_linked(
             None,
             HandlerActor,
             HandlerArgs {
-                handler,
+                shared: state.shared.clone(),
                 shard: state.shard.clone(),
                 worker: myself.clone(),
-                timeout: state.shared.config.handler_timeout,
             },
             myself.get_cell(),
         )
@@ -432,8 +432,8 @@ impl Actor for ShardWorker {
                 let step = state.poll_once().await?;
                 state.after_step(&myself, step).await?;
             }
-            WorkerMsg::Acked { through } => {
-                state.in_flight = state.in_flight.saturating_sub(1);
+            WorkerMsg::Acked { through, pages } => {
+                state.in_flight = state.in_flight.saturating_sub(pages);
                 let _ = state.checkpointer.cast(CheckpointerMsg::Processed {
                     shard_id: state.shard.shard_id.clone(),
                     sequence_number: through,
@@ -446,7 +446,13 @@ impl Actor for ShardWorker {
                     state.schedule_poll(&myself, Duration::ZERO);
                 }
             }
-            WorkerMsg::HandlerFailed(error) => {
+            WorkerMsg::HandlerFailed { error, quarantine } => {
+                if quarantine {
+                    // Not a crash to restart from: the policy gave up and nothing may be skipped.
+                    state.end_reached = true;
+                    myself.stop(Some(format!("{}{error}", exit::QUARANTINE)));
+                    return Ok(());
+                }
                 return Err(error.into());
             }
             WorkerMsg::Drain(reply) => {

@@ -1,0 +1,237 @@
+//! One lane's delivery of a batch: calls the handler, and on failure retries, bisects, honours
+//! partial failures and record age, and finally hands records to the failure sink.
+//!
+//! Records of a lane are always finished in order: the outcome reports how many leading records
+//! of the input were finished (acknowledged by the handler, or accepted by the sink).
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::FutureExt;
+
+use super::{DeliveryFailure, FailureReason, FailureSink, RetryPolicy};
+use crate::config::backoff;
+use crate::events::ConsumerEvent;
+use crate::handler::{Batch, DynHandler, HandlerFactory, ShardInfo};
+use crate::record::{SequenceNumber, StreamRecord};
+
+/// Everything one lane needs; owned by the lane's task.
+pub(crate) struct Lane {
+    pub(crate) shard: Arc<ShardInfo>,
+    pub(crate) factory: HandlerFactory,
+    pub(crate) handler: Box<dyn DynHandler>,
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) sink: Option<Arc<dyn FailureSink>>,
+    pub(crate) timeout: Duration,
+    pub(crate) wall_clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+    pub(crate) emit: Arc<dyn Fn(ConsumerEvent) + Send + Sync>,
+}
+
+/// Why a lane cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fatal {
+    /// Restart the shard worker from its checkpoint (no retry policy: the issue-2 default).
+    Restart(String),
+    /// Retries are exhausted and there is no failure sink: stop the shard and report it.
+    Quarantine(String),
+}
+
+/// The result of delivering one input.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    /// Leading records of the input that are finished.
+    pub(crate) finished: usize,
+    pub(crate) fatal: Option<Fatal>,
+}
+
+struct CallFailure {
+    error: String,
+    failed_at: Option<SequenceNumber>,
+    /// The handler may be in a broken state (panic, cancelled by timeout): replace it.
+    replace: bool,
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".to_owned())
+}
+
+impl Lane {
+    async fn call(&mut self, records: Arc<Vec<StreamRecord>>) -> Result<(), CallFailure> {
+        let Some(batch) = Batch::from_ordered(self.shard.clone(), records) else {
+            return Ok(());
+        };
+        let call = AssertUnwindSafe(self.handler.handle(batch)).catch_unwind();
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(CallFailure {
+                failed_at: e.failed_sequence_number().cloned(),
+                error: format!("handler failed: {e}"),
+                replace: false,
+            }),
+            Ok(Err(panic)) => Err(CallFailure {
+                error: format!("handler panicked: {}", panic_message(panic)),
+                failed_at: None,
+                replace: true,
+            }),
+            Err(_) => Err(CallFailure {
+                error: format!("handler did not return within {:?}", self.timeout),
+                failed_at: None,
+                replace: true,
+            }),
+        }
+    }
+
+    /// A fresh handler after a panic or timeout, started like the first.
+    async fn replace_handler(&mut self) -> Result<(), String> {
+        self.handler = (self.factory)(&self.shard);
+        match tokio::time::timeout(self.timeout, self.handler.on_shard_start(&self.shard)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("on_shard_start failed: {e}")),
+            Err(_) => Err(format!(
+                "on_shard_start did not return within {:?}",
+                self.timeout
+            )),
+        }
+    }
+
+    fn oldest_age(&self, records: &[StreamRecord]) -> Option<Duration> {
+        let now = (self.wall_clock)();
+        records.iter().filter_map(|r| r.age_at(now)).max()
+    }
+
+    /// Hand records to the sink until it accepts them (it may be briefly unavailable).
+    async fn give_up(
+        &mut self,
+        records: Vec<StreamRecord>,
+        reason: FailureReason,
+        error: String,
+    ) -> Result<(), Fatal> {
+        let Some(sink) = self.sink.clone() else {
+            return Err(Fatal::Quarantine(format!(
+                "{error}; gave up ({reason:?}) and no failure sink is configured"
+            )));
+        };
+        let failure = DeliveryFailure {
+            stream_arn: self.shard.stream_arn.clone(),
+            shard_id: self.shard.shard_id.clone(),
+            records,
+            reason,
+            error,
+        };
+        let mut attempt = 0;
+        loop {
+            match sink.send(failure.clone()).await {
+                Ok(()) => break,
+                Err(e) if attempt < 10 => {
+                    tracing::warn!(shard = %self.shard.shard_id, error = %e, "failure sink refused; retrying");
+                    tokio::time::sleep(backoff(
+                        Duration::from_millis(200),
+                        Duration::from_secs(30),
+                        attempt,
+                    ))
+                    .await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(Fatal::Restart(format!("failure sink keeps failing: {e}"))),
+            }
+        }
+        tracing::warn!(
+            shard = %self.shard.shard_id,
+            records = failure.records.len(),
+            reason = ?failure.reason,
+            "records sent to the failure sink"
+        );
+        (self.emit)(ConsumerEvent::SentToFailureSink {
+            shard_id: failure.shard_id.clone(),
+            first_sequence_number: failure.first_sequence_number().cloned(),
+            last_sequence_number: failure.last_sequence_number().cloned(),
+            records: failure.records.len(),
+            reason: failure.reason.clone(),
+        });
+        Ok(())
+    }
+
+    /// Deliver `records` (ascending, one shard, this lane's keys).
+    pub(crate) async fn deliver(&mut self, records: Vec<StreamRecord>) -> Outcome {
+        let mut finished = 0;
+        // Work items in order; bisection pushes halves to the front.
+        let mut queue: VecDeque<Arc<Vec<StreamRecord>>> = VecDeque::from([Arc::new(records)]);
+        while let Some(mut batch) = queue.pop_front() {
+            let mut attempts = 0u32;
+            loop {
+                attempts += 1;
+                let failure = match self.call(batch.clone()).await {
+                    Ok(()) => {
+                        finished += batch.len();
+                        break;
+                    }
+                    Err(f) => f,
+                };
+                // A partial failure: the records before the failed one are done.
+                let prefix = failure
+                    .failed_at
+                    .as_ref()
+                    .and_then(|at| batch.iter().position(|r| r.sequence_number() == at))
+                    .unwrap_or(0);
+                finished += prefix;
+                if failure.replace {
+                    if let Err(e) = self.replace_handler().await {
+                        return Outcome {
+                            finished,
+                            fatal: Some(Fatal::Restart(e)),
+                        };
+                    }
+                }
+                let Some(policy) = self.retry.clone() else {
+                    return Outcome {
+                        finished,
+                        fatal: Some(Fatal::Restart(failure.error)),
+                    };
+                };
+                if prefix > 0 {
+                    batch = Arc::new(batch[prefix..].to_vec());
+                }
+                if policy.bisect_on_error && failure.failed_at.is_none() && batch.len() > 1 {
+                    let mid = batch.len() / 2;
+                    queue.push_front(Arc::new(batch[mid..].to_vec()));
+                    queue.push_front(Arc::new(batch[..mid].to_vec()));
+                    break;
+                }
+                let too_old = policy
+                    .max_record_age
+                    .and_then(|max| self.oldest_age(&batch).filter(|age| *age > max));
+                if attempts >= policy.max_attempts || too_old.is_some() {
+                    let n = batch.len();
+                    let reason = match too_old {
+                        Some(age) => FailureReason::RecordTooOld { age },
+                        None => FailureReason::RetriesExhausted { attempts },
+                    };
+                    let records = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
+                    if let Err(fatal) = self.give_up(records, reason, failure.error).await {
+                        return Outcome {
+                            finished,
+                            fatal: Some(fatal),
+                        };
+                    }
+                    finished += n;
+                    break;
+                }
+                tokio::time::sleep(backoff(
+                    policy.initial_backoff,
+                    policy.max_backoff,
+                    attempts - 1,
+                ))
+                .await;
+            }
+        }
+        Outcome {
+            finished,
+            fatal: None,
+        }
+    }
+}
