@@ -106,6 +106,18 @@ pub struct ConsumerConfig {
     /// Handler instances per shard working concurrently, with records routed by item key so each
     /// item's changes stay in order. Default 1.
     pub key_parallelism: usize,
+    /// How often the watchdog looks for stalled shards, stuck handlers and missing children.
+    /// Default 10 s.
+    pub watchdog_interval: Duration,
+    /// An open shard without a successful GetRecords for this long (while it should be reading)
+    /// is reported stalled. Default 2 min.
+    pub stall_timeout: Duration,
+    /// A handler call running this long is reported stuck (it fails at `handler_timeout`).
+    /// Default 1 min.
+    pub handler_stuck_after: Duration,
+    /// A parent that ended this long ago without any child found (on an enabled stream) is
+    /// reported. Default 5 min.
+    pub children_timeout: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -131,6 +143,10 @@ impl Default for ConsumerConfig {
             batch_window: Duration::ZERO,
             retry: None,
             key_parallelism: 1,
+            watchdog_interval: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(120),
+            handler_stuck_after: Duration::from_secs(60),
+            children_timeout: Duration::from_secs(300),
         }
     }
 }

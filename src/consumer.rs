@@ -17,6 +17,8 @@ use crate::handler::{handler_fn, DynHandler, Handler, HandlerFactory, ShardInfo}
 use crate::position::StartPosition;
 use crate::record::StreamRecord;
 use crate::source::StreamsApi;
+use crate::status::{ConsumerStatus, Health, StatusBoard};
+use crate::telemetry::Metrics;
 use crate::Batch;
 
 /// How many events a slow [`Consumer::events`] receiver may fall behind before it misses some.
@@ -49,7 +51,6 @@ pub const EVENT_CAPACITY: usize = 4096;
 /// }
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct Consumer {
     coordinator: ActorRef<CoordinatorMsg>,
     join: Option<JoinHandle<()>>,
@@ -57,6 +58,17 @@ pub struct Consumer {
     outcome: Outcome,
     stream_arn: String,
     stopped: bool,
+    board: Arc<StatusBoard>,
+    api: Arc<dyn StreamsApi>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("stream_arn", &self.stream_arn)
+            .field("stopped", &self.stopped)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Consumer {
@@ -77,6 +89,7 @@ impl Consumer {
             accept_new_stream: false,
             filter: RecordFilter::default(),
             failure_sink: None,
+            meter: None,
         }
     }
 
@@ -105,6 +118,18 @@ impl Consumer {
     /// it missed (`RecvError::Lagged`).
     pub fn events(&self) -> broadcast::Receiver<ConsumerEvent> {
         self.events.subscribe()
+    }
+
+    /// Where every shard stands: state, lineage, acknowledged position, lag, last error; and the
+    /// watchdog's health view.
+    pub fn status(&self) -> ConsumerStatus {
+        self.board.snapshot(&self.stream_arn, self.api.wall_clock())
+    }
+
+    /// The watchdog's view, e.g. for a readiness probe: healthy when no shard is stalled,
+    /// quarantined or stuck in its handler, and no ended shard misses its children.
+    pub fn health(&self) -> Health {
+        self.board.health()
     }
 
     /// Wait until the consumer stops by itself: an error (a gap under [`GapPolicy::Fail`], a
@@ -179,6 +204,7 @@ pub struct ConsumerBuilder {
     accept_new_stream: bool,
     filter: RecordFilter,
     failure_sink: Option<Arc<dyn FailureSink>>,
+    meter: Option<opentelemetry::metrics::Meter>,
 }
 
 impl std::fmt::Debug for ConsumerBuilder {
@@ -336,15 +362,29 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Record metrics into `meter` (default: the global meter provider's `dynamodb-stream`
+    /// meter, a no-op until the application installs a provider). Names: [`crate::telemetry::names`].
+    pub fn meter(mut self, meter: opentelemetry::metrics::Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
     /// Subscribe to events before the consumer starts, so none are missed.
     pub fn events(&self) -> broadcast::Receiver<ConsumerEvent> {
         self.events.subscribe()
     }
 
-    /// Validate, load checkpoints, and start. Must run inside a tokio runtime.
+    /// Validate, load checkpoints, list the stream and establish every shard's start position,
+    /// then return the running consumer. Must run inside a tokio runtime.
     ///
-    /// Errors: a malformed stream ARN, no handler, an invalid configuration, or checkpoints that
-    /// cannot be read (corrupt, foreign) — the consumer never starts over silently.
+    /// With `StartPosition::Latest`, every record written after `spawn` returns is delivered.
+    /// While the stream cannot be listed because of transient errors (throttling, outages),
+    /// `spawn` keeps retrying; wrap it in a timeout if you need a bound.
+    ///
+    /// Errors: a malformed stream ARN, no handler, an invalid configuration, checkpoints that
+    /// cannot be read or do not belong to the stream (corrupt, foreign), a stream that does not
+    /// exist, a gap in stored positions under `GapPolicy::Fail` — the consumer never starts over
+    /// silently.
     pub async fn spawn(self) -> Result<Consumer> {
         validate_stream_arn(&self.stream_arn)?;
         self.config.validate()?;
@@ -387,7 +427,15 @@ impl ConsumerBuilder {
             }
         }
         let events = self.events;
+        let board = Arc::new(StatusBoard::default());
+        let meter = self
+            .meter
+            .unwrap_or_else(|| opentelemetry::global::meter("dynamodb-stream"));
+        let metrics = Metrics::new(&meter, board.clone());
+        let api = self.api.clone();
         let shared = Arc::new(Shared {
+            board: board.clone(),
+            metrics,
             api: self.api,
             config: self.config,
             stream_arn: self.stream_arn.clone(),
@@ -397,6 +445,7 @@ impl ConsumerBuilder {
             failure_sink: self.failure_sink,
         });
         let outcome: Outcome = Arc::new(Mutex::new(None));
+        let (ready, started) = tokio::sync::oneshot::channel();
         let (coordinator, join) = Actor::spawn(
             None,
             Coordinator,
@@ -406,10 +455,18 @@ impl ConsumerBuilder {
                 key,
                 stored,
                 outcome: outcome.clone(),
+                ready: Some(ready),
             },
         )
         .await
         .map_err(|e| Error::Runtime(format!("cannot start the coordinator: {e}")))?;
+        if started.await.is_err() {
+            // The coordinator stopped before positions were established: say why.
+            let _ = join.await;
+            let error = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
+            return Err(error
+                .unwrap_or_else(|| Error::Runtime("the consumer stopped while starting".into())));
+        }
         Ok(Consumer {
             coordinator,
             join: Some(join),
@@ -417,6 +474,8 @@ impl ConsumerBuilder {
             outcome,
             stream_arn: self.stream_arn,
             stopped: false,
+            board,
+            api,
         })
     }
 }

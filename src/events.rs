@@ -77,6 +77,10 @@ pub enum ConsumerEvent {
         /// The stream now consumed.
         current: String,
     },
+    /// The watchdog found a problem (see [`Consumer::health`](crate::Consumer::health)).
+    Unhealthy(crate::status::HealthProblem),
+    /// A problem the watchdog had reported is gone.
+    Recovered(crate::status::HealthProblem),
     /// The stream no longer takes writes (disabled); the consumer stops once every shard ended.
     StreamDisabled,
     /// The consumer stopped; `error` is set when it stopped because of a failure.

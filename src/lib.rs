@@ -63,6 +63,8 @@ pub mod record;
 pub mod replicate;
 pub mod sim;
 pub mod source;
+pub mod status;
+pub mod telemetry;
 
 pub use config::{ConsumerConfig, GapPolicy, RestartPolicy};
 pub use consumer::{Consumer, ConsumerBuilder, EVENT_CAPACITY};

@@ -73,12 +73,18 @@ impl CheckpointerState {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let span = tracing::debug_span!("checkpoint", stream = %self.key.stream_arn, shards = updates.len());
-        let _enter = span.enter();
-        match self
-            .store
-            .save(&self.key, self.started_at_ms, updates.clone())
-            .await
-        {
+        let started = tokio::time::Instant::now();
+        let result = tracing::Instrument::instrument(
+            self.store
+                .save(&self.key, self.started_at_ms, updates.clone()),
+            span,
+        )
+        .await;
+        self.shared
+            .metrics
+            .checkpoint_duration
+            .record(started.elapsed().as_secs_f64(), &[]);
+        match result {
             Ok(()) => {
                 // Only drop entries that did not change while the write was in flight.
                 for (shard, cp) in updates {

@@ -29,6 +29,7 @@ use crate::handler::ShardInfo;
 use crate::position::{initial_checkpoints, plan_shard, ShardStart};
 use crate::record::system_time_to_millis;
 use crate::source::{describe_all, DescribeStreamRequest, Shard, StreamStatus};
+use crate::status::{HealthProblem, ShardState};
 
 pub(crate) struct Coordinator;
 
@@ -38,6 +39,8 @@ pub(crate) struct CoordinatorArgs {
     pub(crate) key: StreamKey,
     pub(crate) stored: Option<StreamCheckpoints>,
     pub(crate) outcome: Outcome,
+    /// Answered once the first discovery established every shard's position.
+    pub(crate) ready: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 pub(crate) enum CoordinatorMsg {
@@ -51,6 +54,8 @@ pub(crate) enum CoordinatorMsg {
         reason: String,
     },
     Shutdown(RpcReplyPort<()>),
+    /// Look for stalled shards, stuck handlers and missing children.
+    Watchdog,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +89,9 @@ pub(crate) struct CoordinatorState {
     started_at_ms: u64,
     shards: BTreeMap<String, Entry>,
     workers: HashMap<ActorId, (String, ActorRef<WorkerMsg>)>,
-    fresh_latest: HashSet<String>,
+    /// `LATEST` iterators obtained at the first start, for the shards' first workers.
+    fresh_latest: HashMap<String, (String, Instant)>,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
     validated: bool,
     last_describe: Option<Instant>,
     discover_failures: u32,
@@ -98,6 +105,106 @@ impl CoordinatorState {
         self.checkpointer
             .as_ref()
             .ok_or_else(|| "checkpointer not started".into())
+    }
+
+    /// Mirror a shard's run state on the status board.
+    fn show(&self, shard_id: &str, state: ShardState, error: Option<&str>) {
+        let parent = self
+            .shards
+            .get(shard_id)
+            .and_then(|e| e.shard.parent_shard_id.clone());
+        self.shared.board.update(shard_id, parent.as_ref(), |e| {
+            e.state = state;
+            if let Some(err) = error {
+                e.last_error = Some(err.to_owned());
+            }
+            if state == ShardState::Ended {
+                e.ended_at = Some(Instant::now());
+                e.unacked_pages.clear();
+                e.calls.clear();
+            }
+        });
+    }
+
+    /// The watchdog: problems now present, reported as events when they appear or clear.
+    fn watchdog(&mut self) {
+        self.shared.board.refresh_lags(self.shared.api.wall_clock());
+        let cfg = &self.shared.config;
+        let now = Instant::now();
+        let mut problems = Vec::new();
+        let parents_with_children: HashSet<&str> = self
+            .shards
+            .values()
+            .filter_map(|e| e.shard.parent_shard_id.as_deref())
+            .collect();
+        self.shared.board.with_all(|all| {
+            for (id, e) in all {
+                match e.state {
+                    ShardState::Reading | ShardState::CaughtUp => {
+                        let oldest_call = e.calls.values().min().copied();
+                        if let Some(t) =
+                            oldest_call.filter(|t| now.duration_since(*t) > cfg.handler_stuck_after)
+                        {
+                            problems.push(HealthProblem::HandlerStuck {
+                                shard_id: id.clone(),
+                                for_: now.duration_since(t),
+                            });
+                        }
+                        // A shard whose handler holds every batch is not expected to poll.
+                        let should_poll = oldest_call.is_none() && e.unacked_pages.is_empty();
+                        let last_ok = e.last_poll_ok.or(e.running_since);
+                        if let Some(t) = last_ok
+                            .filter(|t| should_poll && now.duration_since(*t) > cfg.stall_timeout)
+                        {
+                            problems.push(HealthProblem::ShardStalled {
+                                shard_id: id.clone(),
+                                for_: now.duration_since(t),
+                            });
+                        }
+                    }
+                    ShardState::Quarantined => problems.push(HealthProblem::Quarantined {
+                        shard_id: id.clone(),
+                    }),
+                    ShardState::Ended
+                        if !self.stream_disabled
+                            && !parents_with_children.contains(id.as_str()) =>
+                    {
+                        if let Some(t) = e
+                            .ended_at
+                            .filter(|t| now.duration_since(*t) > cfg.children_timeout)
+                        {
+                            problems.push(HealthProblem::ChildrenMissing {
+                                shard_id: id.clone(),
+                                for_: now.duration_since(t),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let key = |p: &HealthProblem| match p {
+            HealthProblem::ShardStalled { shard_id, .. } => ("stalled", shard_id.clone()),
+            HealthProblem::HandlerStuck { shard_id, .. } => ("stuck", shard_id.clone()),
+            HealthProblem::ChildrenMissing { shard_id, .. } => ("children", shard_id.clone()),
+            HealthProblem::Quarantined { shard_id } => ("quarantined", shard_id.clone()),
+        };
+        let before = self.shared.board.health().problems;
+        let before_keys: HashSet<_> = before.iter().map(key).collect();
+        let now_keys: HashSet<_> = problems.iter().map(key).collect();
+        for p in &problems {
+            if !before_keys.contains(&key(p)) {
+                tracing::warn!(problem = ?p, "consumer unhealthy");
+                self.shared.emit(ConsumerEvent::Unhealthy(p.clone()));
+            }
+        }
+        for p in before {
+            if !now_keys.contains(&key(&p)) {
+                tracing::info!(problem = ?p, "recovered");
+                self.shared.emit(ConsumerEvent::Recovered(p));
+            }
+        }
+        self.shared.board.set_problems(problems);
     }
 
     /// Wait so DescribeStream calls stay within `min_describe_interval` (I7).
@@ -142,6 +249,16 @@ impl CoordinatorState {
                         Some(ShardCheckpoint::Ended)
                     );
                     new.push(shard.shard_id.clone());
+                    let state = if stored_end {
+                        ShardState::Ended
+                    } else {
+                        ShardState::WaitingOnParent
+                    };
+                    self.shared.board.update(
+                        &shard.shard_id,
+                        shard.parent_shard_id.as_ref(),
+                        |e| e.state = state,
+                    );
                     self.shards.insert(
                         shard.shard_id.clone(),
                         Entry {
@@ -164,6 +281,7 @@ impl CoordinatorState {
                 .collect();
             for id in &gone {
                 self.shards.remove(id);
+                self.shared.board.remove(id);
             }
             if !gone.is_empty() {
                 self.shared
@@ -247,13 +365,14 @@ impl CoordinatorState {
         let fresh = self.fresh_latest.remove(id);
         let plan = match plan_shard(
             checkpoint.as_ref(),
-            fresh,
+            fresh.is_some(),
             self.shared.config.latest_bookmark_margin,
         ) {
             ShardStart::Done => {
                 if let Some(e) = self.shards.get_mut(id) {
                     e.run = Run::Ended;
                 }
+                self.show(id, ShardState::Ended, None);
                 return Ok(true);
             }
             ShardStart::Read(plan) => plan,
@@ -270,6 +389,8 @@ impl CoordinatorState {
             shared: self.shared.clone(),
             shard: info,
             plan,
+            closed: entry.shard.is_closed(),
+            initial_iterator: fresh,
             checkpointer,
             coordinator: myself.clone(),
         };
@@ -311,6 +432,8 @@ impl CoordinatorState {
             return self.quarantine(myself, shard_id, error);
         }
         entry.run = Run::Backoff;
+        self.shared.metrics.restarts.add(1, &[]);
+        self.show(shard_id, ShardState::Restarting, Some(&error));
         let wait = backoff(policy.initial_backoff, policy.max_backoff, failures - 1);
         tracing::warn!(shard = shard_id, %error, failures, backoff = ?wait, "shard worker failed; restarting from its checkpoint");
         self.shared.emit(ConsumerEvent::WorkerRestarted {
@@ -334,6 +457,7 @@ impl CoordinatorState {
         if let Some(entry) = self.shards.get_mut(shard_id) {
             entry.run = Run::Quarantined;
         }
+        self.show(shard_id, ShardState::Quarantined, Some(&error));
         tracing::error!(shard = shard_id, %error, "shard quarantined");
         self.shared.emit(ConsumerEvent::ShardQuarantined {
             shard_id: shard_id.to_owned(),
@@ -431,18 +555,23 @@ impl CoordinatorState {
     }
 
     /// The very first start on this stream: bookmark positions durably before anything reads.
+    ///
+    /// For `LATEST` the iterators are obtained here, before `spawn()` returns, and the bookmark
+    /// is dated after them: every record written once `spawn()` returned is delivered.
     async fn bootstrap(&mut self) -> Result<(), ActorProcessingErr> {
         let shards: Vec<Shard> = self.shards.values().map(|e| e.shard.clone()).collect();
-        let initial = initial_checkpoints(
-            &shards,
-            self.shared.config.start_position,
-            self.started_at_ms,
-        );
+        if self.shared.config.start_position == crate::StartPosition::Latest {
+            for shard in shards.iter().filter(|s| !s.is_closed()) {
+                let it = self.latest_iterator(&shard.shard_id).await?;
+                self.fresh_latest
+                    .insert(shard.shard_id.clone(), (it, Instant::now()));
+            }
+        }
+        let since = system_time_to_millis(self.shared.api.wall_clock());
+        let initial = initial_checkpoints(&shards, self.shared.config.start_position, since);
         for (id, cp) in &initial {
             match cp {
-                ShardCheckpoint::Latest { .. } => {
-                    self.fresh_latest.insert(id.clone());
-                }
+                ShardCheckpoint::Latest { .. } => {}
                 ShardCheckpoint::Ended => {
                     if let Some(e) = self.shards.get_mut(id) {
                         e.run = Run::Ended;
@@ -467,6 +596,35 @@ impl CoordinatorState {
             shards: BTreeMap::new(),
         });
         Ok(())
+    }
+
+    /// A `LATEST` iterator, retrying transient errors (the first start cannot go on without it).
+    async fn latest_iterator(&self, shard_id: &str) -> Result<String, ActorProcessingErr> {
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .shared
+                .api
+                .get_shard_iterator(
+                    self.shared.stream_arn.clone(),
+                    shard_id.to_owned(),
+                    crate::source::IteratorPosition::Latest,
+                )
+                .await;
+            match result {
+                Ok(it) => return Ok(it),
+                Err(e) if e.is_retryable() && attempt < 20 => {
+                    self.shared
+                        .metrics
+                        .source_error("GetShardIterator", e.kind());
+                    let c = &self.shared.config;
+                    tokio::time::sleep(backoff(c.retry_backoff, c.max_retry_backoff, attempt))
+                        .await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(format!("cannot open shard {shard_id} at LATEST: {e}").into()),
+            }
+        }
     }
 
     async fn discover(
@@ -513,7 +671,10 @@ impl CoordinatorState {
         if !self.validated {
             self.validated = true;
             if self.stored.is_none() {
-                self.bootstrap().await?;
+                if let Err(e) = self.bootstrap().await {
+                    self.fail(myself, Error::Runtime(format!("first start: {e}")));
+                    return Ok(());
+                }
             } else if let Some(error) = self.validate(myself).await? {
                 self.fail(myself, error);
                 return Ok(());
@@ -529,6 +690,9 @@ impl CoordinatorState {
             self.shared.emit(ConsumerEvent::StreamDisabled);
         }
         self.start_ready(myself).await?;
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(());
+        }
         self.check_complete(myself);
         self.schedule_discover(myself, self.shared.config.discovery_interval);
         Ok(())
@@ -641,7 +805,8 @@ impl Actor for Coordinator {
             started_at_ms,
             shards: BTreeMap::new(),
             workers: HashMap::new(),
-            fresh_latest: HashSet::new(),
+            fresh_latest: HashMap::new(),
+            ready: args.ready,
             validated: false,
             last_describe: None,
             discover_failures: 0,
@@ -677,6 +842,9 @@ impl Actor for Coordinator {
         .map_err(|e| format!("cannot start the checkpointer: {e}"))?;
         state.checkpointer = Some(checkpointer);
         let _ = myself.cast(CoordinatorMsg::Discover);
+        myself.send_after(state.shared.config.watchdog_interval, || {
+            CoordinatorMsg::Watchdog
+        });
         Ok(())
     }
 
@@ -714,7 +882,16 @@ impl Actor for Coordinator {
                 if let Some(e) = state.shards.get_mut(&shard_id) {
                     e.run = Run::Stopped;
                 }
+                state.show(&shard_id, ShardState::Stopped, Some(&reason));
                 state.fail(&myself, Error::Gap { shard_id, reason });
+            }
+            CoordinatorMsg::Watchdog => {
+                if !state.stopping {
+                    state.watchdog();
+                    myself.send_after(state.shared.config.watchdog_interval, || {
+                        CoordinatorMsg::Watchdog
+                    });
+                }
             }
             CoordinatorMsg::Shutdown(reply) => {
                 if !state.stopping {
@@ -755,6 +932,7 @@ impl Actor for Coordinator {
                         if let Some(e) = state.shards.get_mut(&shard_id) {
                             e.run = Run::Ended;
                         }
+                        state.show(&shard_id, ShardState::Ended, None);
                         state.shared.emit(ConsumerEvent::ShardEnded {
                             shard_id: shard_id.clone(),
                         });
@@ -768,6 +946,7 @@ impl Actor for Coordinator {
                                 e.run = Run::Stopped;
                             }
                         }
+                        state.show(&shard_id, ShardState::Stopped, None);
                     } else if let Some(f) = failure {
                         if !state.stopping {
                             state.on_worker_failure(&myself, &shard_id, f)?;

@@ -82,17 +82,20 @@ pub(crate) struct HandlerState {
     failed: bool,
 }
 
-/// Pages the shard worker may have outstanding: enough to fill `max_in_flight_batches` batches.
-pub(crate) fn page_budget(config: &crate::ConsumerConfig) -> usize {
-    let per_batch = if config.batch_window.is_zero() {
-        1
+/// Whether the shard worker may hand over another page, with `pages` pages of `records`
+/// records handed over and not yet finished. The worker and this stage apply the same rule: the
+/// stage flushes what it buffered exactly when the worker stops reading (I6).
+///
+/// Without a batching window a batch is a page: at most `max_in_flight_batches` pages. With a
+/// window, batches span pages of any size: at most `max_in_flight_batches` batches' worth of
+/// records.
+pub(crate) fn may_take_more(config: &crate::ConsumerConfig, pages: usize, records: usize) -> bool {
+    if config.batch_window.is_zero() {
+        pages < config.max_in_flight_batches
     } else {
-        config
-            .batch_size
-            .div_ceil(config.max_records_per_call as usize)
-            .max(1)
-    };
-    config.max_in_flight_batches * per_batch
+        let per_batch = config.batch_size.max(config.max_records_per_call as usize);
+        records < config.max_in_flight_batches * per_batch
+    }
 }
 
 fn lane_of(record: &StreamRecord, lanes: usize) -> usize {
@@ -176,17 +179,22 @@ async fn run_lane(
 }
 
 impl HandlerState {
-    fn flush_lane(&mut self, lane: usize, all: bool) {
+    /// Hand a lane's buffer over in batches: all of it, or only full batches. Returns whether
+    /// anything was handed over.
+    fn flush_lane(&mut self, lane: usize, all: bool) -> bool {
         let size = self.shared.config.batch_size;
         let buffer = std::mem::take(&mut self.buffers[lane]);
         let mut rest = buffer;
+        let mut sent = false;
         while !rest.is_empty() && (all || rest.len() >= size) {
             let tail = rest.split_off(rest.len().min(size));
             let (ids, records): (Vec<_>, Vec<_>) = rest.into_iter().unzip();
             let _ = self.lanes[lane].send(LaneMsg::Work { ids, records });
+            sent = true;
             rest = tail;
         }
         self.buffers[lane] = rest;
+        sent
     }
 
     fn flush_all(&mut self) {
@@ -258,7 +266,7 @@ impl Actor for HandlerActor {
             HandlerMsg::Start(reply) => {
                 let n = state.shared.config.key_parallelism;
                 let mut started = Vec::new();
-                for _ in 0..n {
+                for index in 0..n {
                     let (tx, rx) = mpsc::unbounded_channel();
                     let (start_tx, start_rx) = oneshot::channel();
                     let api = state.shared.api.clone();
@@ -274,6 +282,9 @@ impl Actor for HandlerActor {
                         emit: Arc::new(move |e| {
                             let _ = events.send(e);
                         }),
+                        index,
+                        board: state.shared.board.clone(),
+                        metrics: state.shared.metrics.clone(),
                     };
                     state
                         ._tasks
@@ -321,14 +332,20 @@ impl Actor for HandlerActor {
                 state.watermark.finish(filtered);
                 let shared = state.shared.clone();
                 let config = &shared.config;
-                if config.batch_window.is_zero()
-                    || state.watermark.open_pages() >= page_budget(config)
-                {
+                let (pages, records) =
+                    (state.watermark.open_pages(), state.watermark.open_records());
+                if config.batch_window.is_zero() || !may_take_more(config, pages, records) {
                     // No window, or the worker cannot send more: hand over what there is.
                     state.flush_all();
                 } else {
+                    let mut flushed = false;
                     for lane in 0..lanes {
-                        state.flush_lane(lane, false);
+                        flushed |= state.flush_lane(lane, false);
+                    }
+                    if flushed {
+                        // A full batch went out: the window starts again for what remains.
+                        state.window_generation += 1;
+                        state.window_armed = false;
                     }
                     if !state.window_armed && state.buffers.iter().any(|b| !b.is_empty()) {
                         state.window_armed = true;

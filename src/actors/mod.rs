@@ -23,6 +23,8 @@ use crate::error::Error;
 use crate::events::ConsumerEvent;
 use crate::handler::HandlerFactory;
 use crate::source::StreamsApi;
+use crate::status::StatusBoard;
+use crate::telemetry::Metrics;
 
 /// What every actor of one consumer shares, read-only.
 pub(crate) struct Shared {
@@ -33,6 +35,8 @@ pub(crate) struct Shared {
     pub(crate) factory: HandlerFactory,
     pub(crate) filter: RecordFilter,
     pub(crate) failure_sink: Option<Arc<dyn FailureSink>>,
+    pub(crate) board: Arc<StatusBoard>,
+    pub(crate) metrics: Metrics,
 }
 
 impl Shared {

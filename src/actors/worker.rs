@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::checkpointer::CheckpointerMsg;
 use super::coordinator::CoordinatorMsg;
-use super::handler_actor::{page_budget, HandlerActor, HandlerArgs, HandlerMsg};
+use super::handler_actor::{may_take_more, HandlerActor, HandlerArgs, HandlerMsg};
 use super::{call, exit, Shared};
 use crate::checkpoint::ShardCheckpoint;
 use crate::config::{backoff, GapPolicy};
@@ -24,6 +24,7 @@ use crate::handler::ShardInfo;
 use crate::position::ShardPlan;
 use crate::record::SequenceNumber;
 use crate::source::IteratorPosition;
+use crate::status::ShardState;
 
 pub(crate) struct ShardWorker;
 
@@ -31,6 +32,10 @@ pub(crate) struct WorkerArgs {
     pub(crate) shared: Arc<Shared>,
     pub(crate) shard: Arc<ShardInfo>,
     pub(crate) plan: ShardPlan,
+    /// The shard was closed when the worker started (it will end once read).
+    pub(crate) closed: bool,
+    /// A `LATEST` iterator obtained at the first start, before `spawn()` returned.
+    pub(crate) initial_iterator: Option<(String, Instant)>,
     pub(crate) checkpointer: ActorRef<CheckpointerMsg>,
     pub(crate) coordinator: ActorRef<CoordinatorMsg>,
 }
@@ -64,9 +69,17 @@ pub(crate) struct WorkerState {
     opened: bool,
     /// Read from `TRIM_HORIZON` next (after a trimmed-data gap under `GapPolicy::Continue`).
     reopen_at_trim_horizon: bool,
+    /// The current iterator was opened at `TRIM_HORIZON`.
+    at_trim_horizon: bool,
+    /// A gap was reported and no record was read since: report the next one only after
+    /// progress, so an unreadable shard does not flood events.
+    gap_reported: bool,
+    closed: bool,
     /// The last record handed to the handler (or skipped): reopening resumes after it.
     last_read: Option<SequenceNumber>,
     in_flight: usize,
+    /// Records of each page handed over and not yet acknowledged, oldest first.
+    in_flight_records: std::collections::VecDeque<usize>,
     end_reached: bool,
     poll_timer: Option<JoinHandle<Result<(), ractor::MessagingErr<WorkerMsg>>>>,
     last_poll: Option<Instant>,
@@ -143,7 +156,7 @@ impl WorkerState {
     /// One GetShardIterator (if needed) and one GetRecords.
     async fn poll_once(&mut self) -> Result<Step, ActorProcessingErr> {
         let cfg = &self.shared.config;
-        if self.in_flight >= page_budget(cfg) {
+        if !may_take_more(cfg, self.in_flight, self.in_flight_records.iter().sum()) {
             return Ok(Step::Wait);
         }
         // A held iterator may have aged while the handler lagged: replace it from the last read
@@ -151,6 +164,10 @@ impl WorkerState {
         if let Some((_, issued)) = &self.iterator {
             if issued.elapsed() >= cfg.iterator_refresh_age {
                 tracing::debug!(shard = %self.shard.shard_id, "refreshing an aging iterator");
+                self.shared
+                    .metrics
+                    .iterator_refreshes
+                    .add(1, &[opentelemetry::KeyValue::new("reason", "age")]);
                 self.iterator = None;
             }
         }
@@ -169,6 +186,7 @@ impl WorkerState {
                 Ok(it) => {
                     self.iterator = Some((it, Instant::now()));
                     self.opened = true;
+                    self.at_trim_horizon = position == IteratorPosition::TrimHorizon;
                     self.reopen_at_trim_horizon = false;
                 }
                 Err(e) => return self.on_source_error(e, "GetShardIterator").await,
@@ -178,6 +196,7 @@ impl WorkerState {
             return Ok(Step::Again(Duration::ZERO));
         };
         self.last_poll = Some(Instant::now());
+        let started = Instant::now();
         let span = tracing::debug_span!("poll", stream = %self.shard.stream_arn, shard = %self.shard.shard_id);
         let result = tracing::Instrument::instrument(
             self.shared
@@ -186,12 +205,47 @@ impl WorkerState {
             span,
         )
         .await;
+        self.shared
+            .metrics
+            .get_records_duration
+            .record(started.elapsed().as_secs_f64(), &[]);
         let page = match result {
             Ok(p) => p,
             Err(e) => return self.on_source_error(e, "GetRecords").await,
         };
         self.retries = 0;
+        if !page.records.is_empty() {
+            self.gap_reported = false;
+        }
         let now = Instant::now();
+        let times = (
+            page.records
+                .first()
+                .and_then(|r| r.approximate_creation_time()),
+            page.records
+                .last()
+                .and_then(|r| r.approximate_creation_time()),
+        );
+        let open_and_empty = page.records.is_empty() && page.next_shard_iterator.is_some();
+        let delivering = !page.records.is_empty();
+        let wall = self.shared.api.wall_clock();
+        self.shared.board.update(
+            &self.shard.shard_id,
+            self.shard.parent_shard_id.as_ref(),
+            |e| {
+                e.last_poll_ok = Some(now);
+                e.caught_up = open_and_empty;
+                if delivering {
+                    e.unacked_pages.push_back(times);
+                }
+                e.state = if open_and_empty && e.unacked_pages.is_empty() {
+                    ShardState::CaughtUp
+                } else {
+                    ShardState::Reading
+                };
+                e.lag_cached = e.lag(wall);
+            },
+        );
         self.iterator = page.next_shard_iterator.map(|it| (it, now));
         let page_len = page.records.len();
         let full = page_len >= cfg.max_records_per_call as usize;
@@ -214,6 +268,7 @@ impl WorkerState {
             if last_read.as_ref().is_none_or(|l| &through > l) {
                 self.last_read = Some(through.clone());
                 self.in_flight += 1;
+                self.in_flight_records.push_back(records.len());
                 let handler = self.handler_ref.as_ref().ok_or("handler actor missing")?;
                 handler
                     .cast(HandlerMsg::Deliver { records, through })
@@ -235,12 +290,23 @@ impl WorkerState {
     async fn on_source_error(
         &mut self,
         e: SourceError,
-        op: &str,
+        op: &'static str,
     ) -> Result<Step, ActorProcessingErr> {
         let shard = self.shard.shard_id.clone();
+        self.shared.metrics.source_error(op, e.kind());
+        let message = e.to_string();
+        self.shared
+            .board
+            .update(&shard, self.shard.parent_shard_id.as_ref(), |entry| {
+                entry.last_error = Some(message)
+            });
         match e.kind() {
             SourceErrorKind::ExpiredIterator => {
                 tracing::info!(%shard, "{op}: iterator expired; reopening after the last read record");
+                self.shared
+                    .metrics
+                    .iterator_refreshes
+                    .add(1, &[opentelemetry::KeyValue::new("reason", "expired")]);
                 self.iterator = None;
                 Ok(Step::Again(Duration::ZERO))
             }
@@ -251,10 +317,25 @@ impl WorkerState {
             }
             SourceErrorKind::TrimmedData => {
                 let after = self.last_read.clone();
-                match self.gap(GapKind::TrimmedData { after }) {
+                let action = if self.gap_reported {
+                    GapAction::Continued
+                } else {
+                    self.gap_reported = true;
+                    self.gap(GapKind::TrimmedData { after })
+                };
+                let unreadable = self.at_trim_horizon;
+                self.iterator = None;
+                match action {
                     GapAction::Stopped => Ok(Step::Stop),
+                    // Even its oldest retained position is trimmed (DynamoDB Local after aging):
+                    // a closed shard has nothing left to read, so its children may go on; an open
+                    // one may take new records, so keep trying it, slowly.
+                    _ if unreadable && self.closed => Ok(Step::End),
+                    _ if unreadable => {
+                        self.reopen_at_trim_horizon = true;
+                        Ok(Step::Again(self.shared.config.idle_poll_interval))
+                    }
                     _ => {
-                        self.iterator = None;
                         self.reopen_at_trim_horizon = true;
                         Ok(Step::Again(Duration::ZERO))
                     }
@@ -355,18 +436,23 @@ impl Actor for ShardWorker {
             IteratorPosition::AfterSequenceNumber(s) => Some(s.clone()),
             _ => None,
         };
+        let opened = args.initial_iterator.is_some();
         Ok(WorkerState {
+            iterator: args.initial_iterator,
+            opened,
+            at_trim_horizon: false,
+            gap_reported: false,
+            closed: args.closed,
             shared: args.shared,
             shard: args.shard,
             plan: args.plan,
             handler_ref: None,
             checkpointer: args.checkpointer,
             coordinator: args.coordinator,
-            iterator: None,
-            opened: false,
             reopen_at_trim_horizon: false,
             last_read,
             in_flight: 0,
+            in_flight_records: std::collections::VecDeque::new(),
             end_reached: false,
             poll_timer: None,
             last_poll: None,
@@ -396,6 +482,17 @@ impl Actor for ShardWorker {
         let timeout = state.shared.config.handler_timeout + Duration::from_secs(5);
         call(&handler_ref, HandlerMsg::Start, timeout).await??;
         state.handler_ref = Some(handler_ref);
+        state.shared.board.update(
+            &state.shard.shard_id,
+            state.shard.parent_shard_id.as_ref(),
+            |e| {
+                e.state = ShardState::Reading;
+                e.running_since = Some(Instant::now());
+                e.unacked_pages.clear();
+                e.caught_up = false;
+                e.calls.clear();
+            },
+        );
         state.shared.emit(ConsumerEvent::ShardStarted {
             shard_id: state.shard.shard_id.clone(),
             parent_shard_id: state.shard.parent_shard_id.clone(),
@@ -434,6 +531,27 @@ impl Actor for ShardWorker {
             }
             WorkerMsg::Acked { through, pages } => {
                 state.in_flight = state.in_flight.saturating_sub(pages);
+                for _ in 0..pages {
+                    state.in_flight_records.pop_front();
+                }
+                let acked = through.clone();
+                let wall = state.shared.api.wall_clock();
+                state.shared.board.update(
+                    &state.shard.shard_id,
+                    state.shard.parent_shard_id.as_ref(),
+                    |e| {
+                        for _ in 0..pages {
+                            if let Some((_, last)) = e.unacked_pages.pop_front() {
+                                e.newest_acked_time = last.or(e.newest_acked_time);
+                            }
+                        }
+                        e.checkpoint = Some(acked);
+                        if e.caught_up && e.unacked_pages.is_empty() {
+                            e.state = ShardState::CaughtUp;
+                        }
+                        e.lag_cached = e.lag(wall);
+                    },
+                );
                 let _ = state.checkpointer.cast(CheckpointerMsg::Processed {
                     shard_id: state.shard.shard_id.clone(),
                     sequence_number: through,

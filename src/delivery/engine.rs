@@ -16,6 +16,8 @@ use crate::config::backoff;
 use crate::events::ConsumerEvent;
 use crate::handler::{Batch, DynHandler, HandlerFactory, ShardInfo};
 use crate::record::{SequenceNumber, StreamRecord};
+use crate::status::StatusBoard;
+use crate::telemetry::Metrics;
 
 /// Everything one lane needs; owned by the lane's task.
 pub(crate) struct Lane {
@@ -27,6 +29,9 @@ pub(crate) struct Lane {
     pub(crate) timeout: Duration,
     pub(crate) wall_clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
     pub(crate) emit: Arc<dyn Fn(ConsumerEvent) + Send + Sync>,
+    pub(crate) index: usize,
+    pub(crate) board: Arc<StatusBoard>,
+    pub(crate) metrics: Metrics,
 }
 
 /// Why a lane cannot go on.
@@ -62,11 +67,40 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 
 impl Lane {
     async fn call(&mut self, records: Arc<Vec<StreamRecord>>) -> Result<(), CallFailure> {
+        let (count, bytes) = (
+            records.len() as u64,
+            records.iter().map(|r| r.size_bytes()).sum::<u64>(),
+        );
         let Some(batch) = Batch::from_ordered(self.shard.clone(), records) else {
             return Ok(());
         };
+        let started = tokio::time::Instant::now();
+        let (shard_id, parent, lane) = (
+            &self.shard.shard_id,
+            self.shard.parent_shard_id.as_ref(),
+            self.index,
+        );
+        self.board
+            .update(shard_id, parent, |e| e.calls.insert(lane, started));
         let call = AssertUnwindSafe(self.handler.handle(batch)).catch_unwind();
-        match tokio::time::timeout(self.timeout, call).await {
+        let result = tokio::time::timeout(self.timeout, call).await;
+        let ok = matches!(result, Ok(Ok(Ok(()))));
+        self.board.update(shard_id, parent, |e| {
+            e.calls.remove(&lane);
+            if ok {
+                e.records += count;
+            }
+        });
+        let outcome = opentelemetry::KeyValue::new("outcome", if ok { "ok" } else { "error" });
+        self.metrics
+            .handler_duration
+            .record(started.elapsed().as_secs_f64(), &[outcome]);
+        if ok {
+            self.metrics.batches.add(1, &[]);
+            self.metrics.records.add(count, &[]);
+            self.metrics.bytes.add(bytes, &[]);
+        }
+        match result {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(CallFailure {
                 failed_at: e.failed_sequence_number().cloned(),

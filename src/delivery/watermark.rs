@@ -68,6 +68,11 @@ impl Watermark {
         self.pages.len()
     }
 
+    /// Records of those pages (finished ones included until their page completes).
+    pub(crate) fn open_records(&self) -> usize {
+        self.pages.iter().map(|p| p.done.len()).sum()
+    }
+
     /// Mark records finished.
     pub(crate) fn finish(&mut self, ids: impl IntoIterator<Item = RecordId>) {
         let Some(first_id) = self.pages.front().map(|p| p.id) else {

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -70,6 +70,71 @@ pub struct Log {
     /// Delay every batch by this much (sim/tokio time).
     pub delay: Arc<Mutex<Duration>>,
     pub failures: Arc<AtomicUsize>,
+    /// Every `handle` call, failed ones included, in call order.
+    pub calls: Arc<Mutex<Vec<Call>>>,
+    /// Always fail (Err, no partial position) any batch holding a record of one of these keys
+    /// (`key_string` form, see [`key_string`]).
+    pub poison_keys: Arc<Mutex<HashSet<String>>>,
+    /// Partial failures, once each: a batch holding this record logs the records before it as
+    /// delivered and returns `HandlerError::failed_at` with its sequence number.
+    pub partial_failures: Arc<Mutex<Vec<SequenceNumber>>>,
+    /// Sleep a random time in `0..=max` (sim/tokio time) per batch, drawn from this seeded
+    /// generator, after `delay`.
+    pub random_delay: Arc<Mutex<Option<(fastrand::Rng, Duration)>>>,
+}
+
+/// One record of a [`Call`].
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    pub sequence_number: SequenceNumber,
+    pub key: String,
+    pub kind: RecordKind,
+}
+
+/// One `handle` call as a [`Recorder`] received it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub shard_id: String,
+    pub handler_instance: usize,
+    pub records: Vec<CallRecord>,
+    /// `Ok` returned.
+    pub ok: bool,
+    /// The sequence number of a partial failure (`HandlerError::failed_at`).
+    pub failed_at: Option<SequenceNumber>,
+    /// When the call started (tokio time).
+    pub at: tokio::time::Instant,
+    /// When it returned.
+    pub ended: tokio::time::Instant,
+}
+
+impl Call {
+    pub fn sequence_numbers(&self) -> Vec<SequenceNumber> {
+        self.records
+            .iter()
+            .map(|r| r.sequence_number.clone())
+            .collect()
+    }
+
+    pub fn has_key(&self, key: &str) -> bool {
+        self.records.iter().any(|r| r.key == key)
+    }
+}
+
+/// The most calls of `shard_id` that were running at the same time.
+pub fn max_concurrent_calls(calls: &[Call], shard_id: &str) -> usize {
+    let mut edges: Vec<(tokio::time::Instant, i32)> = calls
+        .iter()
+        .filter(|c| c.shard_id == shard_id)
+        .flat_map(|c| [(c.at, 1), (c.ended, -1)])
+        .collect();
+    // Ends before starts at the same instant: back-to-back calls do not overlap.
+    edges.sort();
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        max = max.max(now);
+    }
+    max as usize
 }
 
 impl Log {
@@ -95,6 +160,15 @@ impl Log {
     pub fn failures(&self) -> usize {
         self.failures.load(Ordering::SeqCst)
     }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Make every batch holding a record of `key` (a plain `pk` value) fail.
+    pub fn poison_key(&self, key: &str) {
+        self.poison_keys.lock().unwrap().insert(key_string(key));
+    }
 }
 
 /// A [`Handler`] that appends to a [`Log`].
@@ -106,6 +180,7 @@ pub struct Recorder {
 impl Handler for Recorder {
     async fn handle(&mut self, batch: Batch) -> Result<(), HandlerError> {
         let n = self.log.batches.fetch_add(1, Ordering::SeqCst) + 1;
+        let at = tokio::time::Instant::now();
         let hang = {
             let mut h = self.log.hang_batches.lock().unwrap();
             let hit = h.contains(&n);
@@ -119,8 +194,22 @@ impl Handler for Recorder {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        let random_delay = self
+            .log
+            .random_delay
+            .lock()
+            .unwrap()
+            .as_mut()
+            .map(|(rng, max)| Duration::from_nanos(rng.u64(0..=max.as_nanos() as u64)));
+        if let Some(d) = random_delay {
+            tokio::time::sleep(d).await;
+        }
         let poisoned = self.log.poison_shard.lock().unwrap().as_deref()
-            == Some(batch.shard().shard_id.as_str());
+            == Some(batch.shard().shard_id.as_str())
+            || {
+                let keys = self.log.poison_keys.lock().unwrap();
+                !keys.is_empty() && batch.iter().any(|r| keys.contains(&r.key_string()))
+            };
         let fail = {
             let mut f = self.log.fail_batches.lock().unwrap();
             let hit = f.contains(&n);
@@ -129,6 +218,7 @@ impl Handler for Recorder {
         };
         if fail || poisoned {
             self.log.failures.fetch_add(1, Ordering::SeqCst);
+            self.note_call(&batch, at, false, None);
             return Err(HandlerError::msg(format!("injected failure on batch {n}")));
         }
         let panic = {
@@ -139,25 +229,30 @@ impl Handler for Recorder {
         };
         if panic {
             self.log.failures.fetch_add(1, Ordering::SeqCst);
+            self.note_call(&batch, at, false, None);
             panic!("injected panic on batch {n}");
         }
-        let mut out = self.log.deliveries.lock().unwrap();
-        for r in batch.records() {
-            let removal = matches!(r.kind(), RecordKind::Remove { .. });
-            let version = if removal {
-                version_of(r.old_image()).map(|v| v + 1).unwrap_or(0)
-            } else {
-                version_of(r.new_image()).unwrap_or(0)
-            };
-            out.push(Delivery {
-                shard_id: batch.shard().shard_id.clone(),
-                sequence_number: r.sequence_number().clone(),
-                key: r.key_string(),
-                version,
-                removal,
-                handler_instance: self.instance,
-            });
+        let partial = {
+            let mut p = self.log.partial_failures.lock().unwrap();
+            let hit = batch.iter().position(|r| p.contains(r.sequence_number()));
+            if let Some(i) = hit {
+                let s = batch.records()[i].sequence_number();
+                p.retain(|x| x != s);
+            }
+            hit
+        };
+        if let Some(i) = partial {
+            self.log.failures.fetch_add(1, Ordering::SeqCst);
+            let failed = batch.records()[i].sequence_number().clone();
+            self.log_deliveries(&batch, &batch.records()[..i]);
+            self.note_call(&batch, at, false, Some(failed.clone()));
+            return Err(HandlerError::failed_at(
+                failed,
+                format!("injected partial failure on batch {n}"),
+            ));
         }
+        self.log_deliveries(&batch, batch.records());
+        self.note_call(&batch, at, true, None);
         Ok(())
     }
 
@@ -177,6 +272,54 @@ impl Handler for Recorder {
             .lock()
             .unwrap()
             .push(shard.shard_id.clone());
+    }
+}
+
+impl Recorder {
+    fn note_call(
+        &self,
+        batch: &Batch,
+        at: tokio::time::Instant,
+        ok: bool,
+        failed_at: Option<SequenceNumber>,
+    ) {
+        let records = batch
+            .iter()
+            .map(|r| CallRecord {
+                sequence_number: r.sequence_number().clone(),
+                key: r.key_string(),
+                kind: r.kind().clone(),
+            })
+            .collect();
+        self.log.calls.lock().unwrap().push(Call {
+            shard_id: batch.shard().shard_id.clone(),
+            handler_instance: self.instance,
+            records,
+            ok,
+            failed_at,
+            at,
+            ended: tokio::time::Instant::now(),
+        });
+    }
+
+    fn log_deliveries(&self, batch: &Batch, records: &[dynamodb_stream::StreamRecord]) {
+        let mut out = self.log.deliveries.lock().unwrap();
+        for r in records {
+            let removal = matches!(r.kind(), RecordKind::Remove { .. });
+            let version = if removal {
+                version_of(r.old_image()).map(|v| v + 1).unwrap_or(0)
+            } else {
+                version_of(r.new_image()).unwrap_or(0)
+            };
+            out.push(Delivery {
+                shard_id: batch.shard().shard_id.clone(),
+                sequence_number: r.sequence_number().clone(),
+                key: r.key_string(),
+                version,
+                removal,
+                handler_instance: self.instance,
+            });
+        }
     }
 }
 
@@ -409,4 +552,172 @@ impl StreamsApi for Counting {
     fn wall_clock(&self) -> std::time::SystemTime {
         self.inner.wall_clock()
     }
+}
+
+/// A consumer of `sim` recording into `log`, with `store`, and whatever `f` adds to the builder
+/// (retry policy, failure sink, filters, lanes, batching, configuration).
+pub async fn start_with(
+    sim: &Simulator,
+    log: &Log,
+    store: &dynamodb_stream::checkpoint::MemoryCheckpointStore,
+    f: impl FnOnce(dynamodb_stream::ConsumerBuilder) -> dynamodb_stream::ConsumerBuilder,
+) -> (dynamodb_stream::Consumer, Events) {
+    let l = log.clone();
+    let builder = f(
+        dynamodb_stream::Consumer::builder(sim.clone(), sim.stream_arn())
+            .handler_factory(move |s| l.handler(s))
+            .checkpoints(store.clone()),
+    );
+    let events = Events::collect(builder.events());
+    (builder.spawn().await.expect("spawn"), events)
+}
+
+/// The checkpoint key of the default application on `sim`'s stream.
+pub fn stream_key(sim: &Simulator) -> dynamodb_stream::checkpoint::StreamKey {
+    dynamodb_stream::checkpoint::StreamKey {
+        application: "default".into(),
+        stream_arn: sim.stream_arn(),
+    }
+}
+
+/// What `store` holds for `shard_id` of `sim`'s stream.
+pub fn stored_checkpoint(
+    store: &dynamodb_stream::checkpoint::MemoryCheckpointStore,
+    sim: &Simulator,
+    shard_id: &str,
+) -> Option<dynamodb_stream::checkpoint::ShardCheckpoint> {
+    store
+        .snapshot(&stream_key(sim))
+        .and_then(|s| s.shards.get(shard_id).cloned())
+}
+
+/// Every record written to `shard_id`, in sequence order.
+pub fn shard_records(sim: &Simulator, shard_id: &str) -> Vec<dynamodb_stream::StreamRecord> {
+    sim.written_records()
+        .into_iter()
+        .filter(|w| w.shard_id == shard_id)
+        .map(|w| w.record)
+        .collect()
+}
+
+/// The last sequence number written to `shard_id`.
+pub fn last_sequence_number(sim: &Simulator, shard_id: &str) -> SequenceNumber {
+    shard_records(sim, shard_id)
+        .last()
+        .map(|r| r.sequence_number().clone())
+        .expect("the shard holds records")
+}
+
+/// The JSON objects of a JSON-lines file (none when it does not exist).
+pub fn read_json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("cannot read {}: {e}", path.display()),
+    }
+}
+
+/// A [`RetryPolicy`](dynamodb_stream::delivery::RetryPolicy) from the defaults changed by `f`
+/// (the struct is `non_exhaustive`: no struct expressions outside the crate).
+pub fn retry_policy(
+    f: impl FnOnce(&mut dynamodb_stream::delivery::RetryPolicy),
+) -> dynamodb_stream::delivery::RetryPolicy {
+    let mut policy = dynamodb_stream::delivery::RetryPolicy::default();
+    f(&mut policy);
+    policy
+}
+
+/// A [`StreamsApi`] wrapper that logs the sequence numbers of every non-empty GetRecords page,
+/// to tell which page each record came from.
+#[derive(Clone)]
+pub struct Pages {
+    pub inner: Simulator,
+    pub pages: Arc<Mutex<Vec<Vec<SequenceNumber>>>>,
+}
+
+impl Pages {
+    pub fn new(inner: Simulator) -> Self {
+        Self {
+            inner,
+            pages: Arc::default(),
+        }
+    }
+
+    pub fn pages(&self) -> Vec<Vec<SequenceNumber>> {
+        self.pages.lock().unwrap().clone()
+    }
+
+    /// The index of the page `seq` came in (the first, if it came more than once).
+    pub fn page_of(&self, seq: &SequenceNumber) -> Option<usize> {
+        self.pages
+            .lock()
+            .unwrap()
+            .iter()
+            .position(|p| p.contains(seq))
+    }
+}
+
+impl StreamsApi for Pages {
+    fn describe_stream(
+        &self,
+        request: DescribeStreamRequest,
+    ) -> BoxFuture<'_, Result<StreamDescription, dynamodb_stream::error::SourceError>> {
+        self.inner.describe_stream(request)
+    }
+    fn get_shard_iterator(
+        &self,
+        arn: String,
+        shard: String,
+        position: IteratorPosition,
+    ) -> BoxFuture<'_, Result<String, dynamodb_stream::error::SourceError>> {
+        self.inner.get_shard_iterator(arn, shard, position)
+    }
+    fn get_records(
+        &self,
+        iterator: String,
+        limit: Option<u32>,
+    ) -> BoxFuture<'_, Result<RecordsPage, dynamodb_stream::error::SourceError>> {
+        Box::pin(async move {
+            let page = self.inner.get_records(iterator, limit).await?;
+            if !page.records.is_empty() {
+                self.pages.lock().unwrap().push(
+                    page.records
+                        .iter()
+                        .map(|r| r.sequence_number().clone())
+                        .collect(),
+                );
+            }
+            Ok(page)
+        })
+    }
+    fn wall_clock(&self) -> std::time::SystemTime {
+        self.inner.wall_clock()
+    }
+}
+
+/// Like [`start`], for a consumer that must refuse to start: the error and the events so far.
+pub async fn start_err(
+    sim: &Simulator,
+    log: &Log,
+    store: &dynamodb_stream::checkpoint::MemoryCheckpointStore,
+    f: impl FnOnce(&mut dynamodb_stream::ConsumerConfig),
+) -> (dynamodb_stream::Error, Vec<ConsumerEvent>) {
+    let l = log.clone();
+    let builder = dynamodb_stream::Consumer::builder(sim.clone(), sim.stream_arn())
+        .handler_factory(move |s| l.handler(s))
+        .checkpoints(store.clone())
+        .configure(f);
+    let mut rx = builder.events();
+    let err = builder
+        .spawn()
+        .await
+        .expect_err("the consumer must refuse to start");
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    (err, events)
 }

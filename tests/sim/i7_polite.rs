@@ -57,8 +57,9 @@ async fn thirty_percent_throttling_loses_nothing_and_stays_polite() {
         "all records",
     )
     .await;
+    // A guard on the setup, not on the consumer: about 30 % of ~150 calls were throttled.
     assert!(
-        sim.stats().faults_injected > 50,
+        sim.stats().faults_injected >= 25,
         "faults were injected: {:?}",
         sim.stats()
     );

@@ -1,0 +1,243 @@
+//! Where a running consumer stands: per-shard state, position, lag and errors, plus health.
+//!
+//! One [`StatusBoard`] per consumer is written by the coordinator (shard states) and the shard
+//! workers (reads, acknowledgements, errors), and read by [`Consumer::status`](crate::Consumer::status),
+//! the metrics callbacks and the watchdog.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use crate::record::SequenceNumber;
+
+/// What a shard is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ShardState {
+    /// Waiting for its parent to end (or for the first discovery).
+    WaitingOnParent,
+    /// Being read; records remain (or it was not polled empty yet).
+    Reading,
+    /// Open, and the last poll found no new records: nothing to do.
+    CaughtUp,
+    /// Failed; restarting after a backoff.
+    Restarting,
+    /// Read to its end; its end is checkpointed.
+    Ended,
+    /// Stopped after repeated failures; reported, children blocked.
+    Quarantined,
+    /// Stopped by a gap.
+    Stopped,
+}
+
+/// One shard's status.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ShardStatus {
+    /// The shard.
+    pub shard_id: String,
+    /// Its parent, if known.
+    pub parent_shard_id: Option<String>,
+    /// What it is doing.
+    pub state: ShardState,
+    /// The last acknowledged sequence number (what the checkpoint moves to).
+    pub checkpoint: Option<SequenceNumber>,
+    /// How far behind the stream the handler is: the age of the oldest record handed over and
+    /// not yet acknowledged, or of the newest acknowledged one; zero once caught up.
+    pub lag: Option<Duration>,
+    /// Records acknowledged since this consumer started.
+    pub records: u64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// A problem the watchdog found (see `docs/operations.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HealthProblem {
+    /// An open shard had no successful GetRecords for `for_`.
+    ShardStalled {
+        /// The shard.
+        shard_id: String,
+        /// How long.
+        for_: Duration,
+    },
+    /// A handler call has been running for `for_`.
+    HandlerStuck {
+        /// The shard.
+        shard_id: String,
+        /// How long.
+        for_: Duration,
+    },
+    /// A parent shard ended `for_` ago and none of its children was found.
+    ChildrenMissing {
+        /// The parent.
+        shard_id: String,
+        /// How long.
+        for_: Duration,
+    },
+    /// A shard is quarantined.
+    Quarantined {
+        /// The shard.
+        shard_id: String,
+    },
+}
+
+/// Whether the consumer is doing its job, for readiness probes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Health {
+    /// Current problems; empty when healthy.
+    pub problems: Vec<HealthProblem>,
+}
+
+impl Health {
+    /// No problems.
+    pub fn is_healthy(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// A snapshot of the whole consumer.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ConsumerStatus {
+    /// The stream.
+    pub stream_arn: String,
+    /// Every shard known to the consumer, in id order.
+    pub shards: Vec<ShardStatus>,
+    /// The watchdog's view.
+    pub health: Health,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) parent: Option<String>,
+    pub(crate) state: ShardState,
+    pub(crate) checkpoint: Option<SequenceNumber>,
+    pub(crate) records: u64,
+    pub(crate) last_error: Option<String>,
+    /// Creation times of the first and last record of each page handed over and not yet
+    /// acknowledged.
+    pub(crate) unacked_pages: VecDeque<(Option<SystemTime>, Option<SystemTime>)>,
+    pub(crate) newest_acked_time: Option<SystemTime>,
+    pub(crate) caught_up: bool,
+    pub(crate) last_poll_ok: Option<Instant>,
+    pub(crate) running_since: Option<Instant>,
+    /// When the oldest running handler call started, per lane.
+    pub(crate) calls: BTreeMap<usize, Instant>,
+    pub(crate) ended_at: Option<Instant>,
+    /// [`Entry::lag`] as last computed inside the runtime, for metric callbacks (which run on
+    /// the exporter's thread, away from the runtime's clock).
+    pub(crate) lag_cached: Option<Duration>,
+}
+
+impl Entry {
+    fn new(parent: Option<String>) -> Self {
+        Self {
+            parent,
+            state: ShardState::WaitingOnParent,
+            checkpoint: None,
+            records: 0,
+            last_error: None,
+            unacked_pages: VecDeque::new(),
+            newest_acked_time: None,
+            caught_up: false,
+            last_poll_ok: None,
+            running_since: None,
+            calls: BTreeMap::new(),
+            ended_at: None,
+            lag_cached: None,
+        }
+    }
+
+    /// The lag as defined on [`ShardStatus::lag`].
+    pub(crate) fn lag(&self, now: SystemTime) -> Option<Duration> {
+        let age = |t: SystemTime| now.duration_since(t).unwrap_or(Duration::ZERO);
+        if let Some(first) = self.unacked_pages.iter().find_map(|(first, _)| *first) {
+            return Some(age(first));
+        }
+        if self.caught_up || self.state == ShardState::Ended {
+            return Some(Duration::ZERO);
+        }
+        self.newest_acked_time.map(age)
+    }
+}
+
+/// The shared status of one consumer.
+#[derive(Debug, Default)]
+pub(crate) struct StatusBoard {
+    shards: Mutex<BTreeMap<String, Entry>>,
+    problems: Mutex<Vec<HealthProblem>>,
+}
+
+impl StatusBoard {
+    pub(crate) fn update<R>(
+        &self,
+        shard_id: &str,
+        parent: Option<&String>,
+        f: impl FnOnce(&mut Entry) -> R,
+    ) -> R {
+        // A panic while holding this lock leaves at worst a stale field: status is advisory.
+        let mut shards = self.shards.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = shards
+            .entry(shard_id.to_owned())
+            .or_insert_with(|| Entry::new(parent.cloned()));
+        f(entry)
+    }
+
+    pub(crate) fn remove(&self, shard_id: &str) {
+        self.shards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(shard_id);
+    }
+
+    pub(crate) fn with_all<R>(&self, f: impl FnOnce(&BTreeMap<String, Entry>) -> R) -> R {
+        f(&self.shards.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Recompute every shard's cached lag (the watchdog does, so lag never freezes).
+    pub(crate) fn refresh_lags(&self, now: SystemTime) {
+        let mut shards = self.shards.lock().unwrap_or_else(|p| p.into_inner());
+        for e in shards.values_mut() {
+            e.lag_cached = e.lag(now);
+        }
+    }
+
+    pub(crate) fn set_problems(&self, problems: Vec<HealthProblem>) {
+        *self.problems.lock().unwrap_or_else(|p| p.into_inner()) = problems;
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        Health {
+            problems: self
+                .problems
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    pub(crate) fn snapshot(&self, stream_arn: &str, now: SystemTime) -> ConsumerStatus {
+        let shards = self.with_all(|all| {
+            all.iter()
+                .map(|(id, e)| ShardStatus {
+                    shard_id: id.clone(),
+                    parent_shard_id: e.parent.clone(),
+                    state: e.state,
+                    checkpoint: e.checkpoint.clone(),
+                    lag: e.lag(now),
+                    records: e.records,
+                    last_error: e.last_error.clone(),
+                })
+                .collect()
+        });
+        ConsumerStatus {
+            stream_arn: stream_arn.to_owned(),
+            shards,
+            health: self.health(),
+        }
+    }
+}
