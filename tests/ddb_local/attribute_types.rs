@@ -35,8 +35,14 @@ fn full_item() -> HashMap<String, Ddb> {
         ("big".to_owned(), Ddb::N(BIG.into())),
         ("tiny".to_owned(), Ddb::N(TINY.into())),
         ("b".to_owned(), Ddb::B(Blob::new(vec![0u8, 1, 2, 254, 255]))),
-        ("ss".to_owned(), Ddb::Ss(vec!["x".into(), "y".into(), "z".into()])),
-        ("ns".to_owned(), Ddb::Ns(vec!["1".into(), "2.5".into(), BIG.into()])),
+        (
+            "ss".to_owned(),
+            Ddb::Ss(vec!["x".into(), "y".into(), "z".into()]),
+        ),
+        (
+            "ns".to_owned(),
+            Ddb::Ns(vec!["1".into(), "2.5".into(), BIG.into()]),
+        ),
         (
             "bs".to_owned(),
             Ddb::Bs(vec![Blob::new(vec![1u8]), Blob::new(vec![2u8, 3])]),
@@ -187,7 +193,7 @@ async fn write_and_collect(c: &TestClients, arn: &str) -> Vec<StreamRecord> {
         .handler_fn(move |batch: Batch| {
             let sink = sink.clone();
             async move {
-                sink.lock().unwrap().extend(batch.into_records());
+                sink.lock().unwrap().extend(batch.records().iter().cloned());
                 Ok::<(), HandlerError>(())
             }
         })
@@ -270,7 +276,10 @@ async fn every_attribute_type_round_trips() {
         t.ss,
         ["x", "y", "z"].iter().map(|s| s.to_string()).collect()
     );
-    assert_eq!(t.bs, [Bytes(vec![1]), Bytes(vec![2, 3])].into_iter().collect());
+    assert_eq!(
+        t.bs,
+        [Bytes(vec![1]), Bytes(vec![2, 3])].into_iter().collect()
+    );
     assert_eq!(t.m.name, "inner");
     assert_eq!(t.m.nested.deep, "down");
     assert_eq!(t.m.nested.list, (1, false, None));
@@ -297,7 +306,10 @@ async fn every_attribute_type_round_trips() {
     struct Key {
         pk: String,
     }
-    assert_eq!(insert.keys_as::<Key>().expect("keys decode").pk, "all-types");
+    assert_eq!(
+        insert.keys_as::<Key>().expect("keys decode").pk,
+        "all-types"
+    );
 }
 
 /// `new_image_as` documents that numbers keep every digit when decoded into a `String`.

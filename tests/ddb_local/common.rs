@@ -96,13 +96,14 @@ pub struct Delivery {
     pub instance: usize,
 }
 
+static INSTANCES: AtomicUsize = AtomicUsize::new(0);
+
 /// Everything handlers saw, in the order they saw it.
 #[derive(Clone, Default)]
 pub struct Log {
     pub deliveries: Arc<Mutex<Vec<Delivery>>>,
     /// `on_shard_end` calls: the shard and the number of deliveries logged at that moment.
     pub ended: Arc<Mutex<Vec<(String, usize)>>>,
-    instances: Arc<AtomicUsize>,
     /// While set, a handler records its batch and then waits until it is cleared (the batch
     /// stays unacknowledged).
     pub hold: Arc<Mutex<bool>>,
@@ -117,7 +118,8 @@ impl Log {
     pub fn handler(&self, _shard: &ShardInfo) -> Recorder {
         Recorder {
             log: self.clone(),
-            instance: self.instances.fetch_add(1, Ordering::SeqCst),
+            // Unique across logs, so the deliveries of two runs can be checked together.
+            instance: INSTANCES.fetch_add(1, Ordering::SeqCst),
         }
     }
 
@@ -214,8 +216,10 @@ impl Handler for Recorder {
 
 /// The (key, version) pairs written but never delivered, in key order.
 pub fn missing(written: &Written, deliveries: &[Delivery]) -> Vec<(String, u64)> {
-    let got: std::collections::HashSet<(&str, u64)> =
-        deliveries.iter().map(|d| (d.key.as_str(), d.version)).collect();
+    let got: std::collections::HashSet<(&str, u64)> = deliveries
+        .iter()
+        .map(|d| (d.key.as_str(), d.version))
+        .collect();
     let mut out = Vec::new();
     for (k, n) in &written.versions {
         for v in 1..=*n {
@@ -416,15 +420,17 @@ impl StreamsApi for Counting {
         shard: String,
         position: IteratorPosition,
     ) -> BoxFuture<'_, Result<String, SourceError>> {
-        Box::pin(
-            async move { self.note(StreamsApi::get_shard_iterator(&self.inner, arn, shard, position).await) },
-        )
+        Box::pin(async move {
+            self.note(StreamsApi::get_shard_iterator(&self.inner, arn, shard, position).await)
+        })
     }
     fn get_records(
         &self,
         iterator: String,
         limit: Option<u32>,
     ) -> BoxFuture<'_, Result<RecordsPage, SourceError>> {
-        Box::pin(async move { self.note(StreamsApi::get_records(&self.inner, iterator, limit).await) })
+        Box::pin(
+            async move { self.note(StreamsApi::get_records(&self.inner, iterator, limit).await) },
+        )
     }
 }

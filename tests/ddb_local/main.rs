@@ -7,11 +7,12 @@ mod ddb_local;
 
 mod common;
 
+mod aging;
 mod attribute_types;
-mod probe;
 mod resume;
 mod rollovers;
 mod start_positions;
 mod table_resolution;
+mod trimmed;
 mod ttl_events;
 mod view_types;

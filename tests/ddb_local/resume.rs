@@ -142,13 +142,14 @@ async fn crash_repeats_only_what_follows_the_last_checkpoint() {
 
     let second = Log::new();
     let consumer = start(&c, &arn, &path, &second).await;
-    let mut all_b = Written::default();
-    all_b.versions = written
-        .versions
-        .iter()
-        .filter(|(k, _)| k.starts_with('b'))
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
+    let all_b = Written {
+        versions: written
+            .versions
+            .iter()
+            .filter(|(k, _)| k.starts_with('b'))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+    };
     periodic_check(
         || missing(&all_b, &second.snapshot()).is_empty(),
         Duration::from_secs(30),
@@ -170,10 +171,7 @@ async fn crash_repeats_only_what_follows_the_last_checkpoint() {
     let ids = |d: &[Delivery]| -> HashSet<SequenceNumber> {
         d.iter().map(|x| x.sequence_number.clone()).collect()
     };
-    let dups: Vec<SequenceNumber> = ids(&first)
-        .intersection(&ids(&second))
-        .cloned()
-        .collect();
+    let dups: Vec<SequenceNumber> = ids(&first).intersection(&ids(&second)).cloned().collect();
     assert!(!dups.is_empty(), "the held batch is delivered again");
     assert!(dups.iter().all(|s| s > &stored));
     let held: HashSet<SequenceNumber> = first
@@ -181,7 +179,11 @@ async fn crash_repeats_only_what_follows_the_last_checkpoint() {
         .filter(|d| d.key.starts_with('b'))
         .map(|d| d.sequence_number.clone())
         .collect();
-    assert_eq!(dups.len(), held.len(), "every unacknowledged record, only them");
+    assert_eq!(
+        dups.len(),
+        held.len(),
+        "every unacknowledged record, only them"
+    );
     let mut all = first.clone();
     all.extend(second.iter().cloned());
     check_deliveries(&written, &all, false);

@@ -148,7 +148,9 @@ async fn rollovers_under_load_lose_and_repeat_nothing() {
                 assert_ne!(position, "LATEST", "shard {shard_id} opened at LATEST");
                 *starts.entry(shard_id).or_default() += 1;
             }
-            ConsumerEvent::WorkerRestarted { shard_id, error, .. } => {
+            ConsumerEvent::WorkerRestarted {
+                shard_id, error, ..
+            } => {
                 panic!("worker of {shard_id} restarted: {error}")
             }
             ConsumerEvent::Gap(gap) => panic!("gap: {gap:?}"),

@@ -32,12 +32,7 @@ async fn for_table_resolves_the_latest_stream_arn() {
     for i in 0..10 {
         written.put(&c, "orders", &format!("o{i}")).await;
     }
-    periodic_check(
-        || log.len() >= 10,
-        Duration::from_secs(30),
-        "ten records",
-    )
-    .await;
+    periodic_check(|| log.len() >= 10, Duration::from_secs(30), "ten records").await;
     consumer.shutdown().await.expect("shutdown");
     check_deliveries(&written, &log.snapshot(), true);
 }

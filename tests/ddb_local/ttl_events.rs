@@ -42,7 +42,7 @@ async fn ttl_deletions_are_delivered() {
         .handler_fn(move |batch: Batch| {
             let sink = sink.clone();
             async move {
-                sink.lock().unwrap().extend(batch.into_records());
+                sink.lock().unwrap().extend(batch.records().iter().cloned());
                 Ok::<(), HandlerError>(())
             }
         })
@@ -119,10 +119,7 @@ async fn ttl_deletions_are_delivered() {
             .position(|x| x == &format!("pk=\"{k}\""))
             .unwrap_or_else(|| panic!("{k} missing from {order:?}"))
     };
-    let deletion = records
-        .iter()
-        .position(|r| is_expired(r))
-        .expect("deletion");
+    let deletion = records.iter().position(is_expired).expect("deletion");
     assert!(pos("before") < pos("expired"));
     assert!(pos("expired") < deletion, "insert before its deletion");
     assert!(deletion < pos("later"));

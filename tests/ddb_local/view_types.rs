@@ -26,7 +26,7 @@ async fn check_view(view: StreamViewType, expect: Expect) {
         .handler_fn(move |batch: Batch| {
             let sink = sink.clone();
             async move {
-                sink.lock().unwrap().extend(batch.into_records());
+                sink.lock().unwrap().extend(batch.records().iter().cloned());
                 Ok::<(), HandlerError>(())
             }
         })

@@ -181,8 +181,18 @@ fn launch(install: &Install) -> Result<DdbLocal, String> {
     let output = Arc::new(Mutex::new(Tail::default()));
     let echo = std::env::var_os("DDB_LOCAL_ECHO").is_some();
     let (ready_tx, ready_rx) = mpsc::channel::<String>();
-    drain(child.stdout.take().expect("piped stdout"), output.clone(), echo, Some(ready_tx));
-    drain(child.stderr.take().expect("piped stderr"), output.clone(), echo, None);
+    drain(
+        child.stdout.take().expect("piped stdout"),
+        output.clone(),
+        echo,
+        Some(ready_tx),
+    );
+    drain(
+        child.stderr.take().expect("piped stderr"),
+        output.clone(),
+        echo,
+        None,
+    );
 
     let deadline = Instant::now() + READY_TIMEOUT;
     let ready = loop {
@@ -207,7 +217,9 @@ fn launch(install: &Install) -> Result<DdbLocal, String> {
             if line.trim() != expected {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("unexpected ready line {line:?} (expected {expected:?})"));
+                return Err(format!(
+                    "unexpected ready line {line:?} (expected {expected:?})"
+                ));
             }
             Ok(DdbLocal {
                 endpoint: format!("http://127.0.0.1:{port}"),
@@ -305,7 +317,11 @@ pub fn clients(test_name: &str) -> TestClients {
     if name.is_empty() {
         name.push('t');
     }
-    let access_key = format!("{name}{}x{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    let access_key = format!(
+        "{name}{}x{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
     let credentials = Credentials::new(&access_key, "secret", None, None, "test");
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::Config::builder()
@@ -461,7 +477,11 @@ pub fn sdk_error(e: &(dyn std::error::Error + 'static)) -> String {
 /// Close every open shard of every stream in `c`'s namespace; each gets one child shard whose
 /// `ParentShardId` is the closed shard. Returns once done.
 pub async fn rollover(c: &TestClients) {
-    control_post(&format!("/rollover?accessKey={}&region={REGION}", c.access_key)).await;
+    control_post(&format!(
+        "/rollover?accessKey={}&region={REGION}",
+        c.access_key
+    ))
+    .await;
 }
 
 /// Make everything in `c`'s namespace `by` older: stream records, shards and iterators. Past
@@ -492,10 +512,13 @@ async fn control_post(path: &str) {
         .await
         .expect("send to the control port");
     let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(60), stream.read_to_string(&mut response))
-        .await
-        .unwrap_or_else(|_| panic!("POST {path}: no answer within 60 s"))
-        .expect("read from the control port");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("POST {path}: no answer within 60 s"))
+    .expect("read from the control port");
     let status_ok = response
         .lines()
         .next()
