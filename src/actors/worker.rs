@@ -71,9 +71,12 @@ pub(crate) struct WorkerState {
     reopen_at_trim_horizon: bool,
     /// The current iterator was opened at `TRIM_HORIZON`.
     at_trim_horizon: bool,
-    /// A gap was reported and no record was read since: report the next one only after
+        /// A gap was reported and no record was read since: report the next one only after
     /// progress, so an unreadable shard does not flood events.
     gap_reported: bool,
+    /// An empty page without a next iterator was seen and is being confirmed with a fresh
+    /// iterator (see `poll_once`).
+    confirming_end: bool,
     closed: bool,
     /// The last record handed to the handler (or skipped): reopening resumes after it.
     last_read: Option<SequenceNumber>,
@@ -275,9 +278,18 @@ impl WorkerState {
                     .map_err(|e| format!("handler actor gone: {e}"))?;
             }
         }
-        if self.iterator.is_none() {
+                if self.iterator.is_none() {
+            // An empty page that ends the shard is confirmed once from a fresh iterator right
+            // after the last read record: DynamoDB Local answers an iterator issued before a
+            // rollover with "no records, no next iterator" even when records follow its
+            // position, and ending then would skip them. Records on a final page end at once.
+            if page_len == 0 && !self.confirming_end {
+                self.confirming_end = true;
+                return Ok(Step::Again(Duration::ZERO));
+            }
             return Ok(Step::End);
         }
+        self.confirming_end = false;
         Ok(if full {
             Step::Again(Duration::ZERO)
         } else if page_len > 0 {
@@ -441,7 +453,8 @@ impl Actor for ShardWorker {
             iterator: args.initial_iterator,
             opened,
             at_trim_horizon: false,
-            gap_reported: false,
+                        gap_reported: false,
+            confirming_end: false,
             closed: args.closed,
             shared: args.shared,
             shard: args.shard,

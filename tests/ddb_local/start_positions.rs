@@ -52,9 +52,6 @@ async fn trim_horizon_delivers_records_written_before_the_start() {
 
 /// Records written before a LATEST start are not delivered; every record written after
 /// `spawn()` returned is.
-#[ignore = "BUG: with StartPosition::Latest, records written right after spawn() returned are \
-            lost: spawn() returns before the shard worker's GetShardIterator(LATEST), which then \
-            starts after them (typically 3-9 of the first 20 writes are never delivered)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_skips_earlier_records_and_delivers_all_later_ones() {
     let c = clients("latest");

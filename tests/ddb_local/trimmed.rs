@@ -164,11 +164,6 @@ async fn trimmed_while_stopped_is_a_gap_at_restart() {
 
 /// Under `GapPolicy::Continue` the gap is reported and reading goes on: records written after
 /// the aging (in the child shard the dilation rolled over to) are delivered.
-#[ignore = "BUG: under GapPolicy::Continue a shard whose records all aged out loops forever: \
-            DynamoDB Local answers TRIM_HORIZON reads of it with TrimmedDataAccessException too, \
-            the worker reopens at TRIM_HORIZON again (about 450 identical Gap events in 10 s at a \
-            20 ms poll interval), the shard never ends, and its child's records are never \
-            delivered"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trimmed_under_continue_reports_and_goes_on() {
     let c = clients("trimcontinue");
