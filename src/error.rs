@@ -174,9 +174,9 @@ pub struct DecodeError {
     pub sequence_number: SequenceNumber,
     /// Which image: `"keys"`, `"new"` or `"old"`.
     pub image: &'static str,
-    /// What serde_dynamo said.
+    /// What did not fit.
     #[source]
-    pub source: serde_dynamo::Error,
+    pub source: crate::decode::DecodeFailure,
 }
 
 /// The error a [`Handler`](crate::Handler) returns for a batch it could not process.

@@ -53,6 +53,7 @@ mod actors;
 pub mod checkpoint;
 mod config;
 mod consumer;
+pub mod decode;
 pub mod delivery;
 pub mod error;
 pub mod events;

@@ -320,7 +320,7 @@ impl StreamRecord {
         image: &'static str,
         item: &Item,
     ) -> Result<T, DecodeError> {
-        serde_dynamo::from_item(item.clone()).map_err(|source| DecodeError {
+        crate::decode::from_item(item).map_err(|source| DecodeError {
             sequence_number: self.sequence_number.clone(),
             image,
             source,

@@ -313,9 +313,6 @@ async fn every_attribute_type_round_trips() {
 }
 
 /// `new_image_as` documents that numbers keep every digit when decoded into a `String`.
-#[ignore = "BUG: StreamRecord::new_image_as::<T>() cannot decode an N attribute into a String \
-            field (serde_dynamo 4 answers ExpectedString), although record.rs documents that \
-            numbers keep every digit in a String; a 38-digit number cannot be decoded exactly"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_38_digit_number_decodes_exactly_into_a_string() {
     let c = clients("bignumber");
