@@ -12,6 +12,7 @@ mod attribute_types;
 mod resume;
 mod rollovers;
 mod start_positions;
+mod stream_changed;
 mod table_resolution;
 mod trimmed;
 mod ttl_events;
