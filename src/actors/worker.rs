@@ -71,7 +71,7 @@ pub(crate) struct WorkerState {
     reopen_at_trim_horizon: bool,
     /// The current iterator was opened at `TRIM_HORIZON`.
     at_trim_horizon: bool,
-        /// A gap was reported and no record was read since: report the next one only after
+    /// A gap was reported and no record was read since: report the next one only after
     /// progress, so an unreadable shard does not flood events.
     gap_reported: bool,
     /// An empty page without a next iterator was seen and is being confirmed with a fresh
@@ -200,7 +200,12 @@ impl WorkerState {
         };
         self.last_poll = Some(Instant::now());
         let started = Instant::now();
-        let span = tracing::debug_span!("poll", stream = %self.shard.stream_arn, shard = %self.shard.shard_id);
+        let span = tracing::debug_span!(
+            "poll",
+            stream = %self.shard.stream_arn,
+            shard = %self.shard.shard_id,
+            sequence_number = %self.last_read.as_ref().map(|s| s.as_str()).unwrap_or_default(),
+        );
         let result = tracing::Instrument::instrument(
             self.shared
                 .api
@@ -278,7 +283,7 @@ impl WorkerState {
                     .map_err(|e| format!("handler actor gone: {e}"))?;
             }
         }
-                if self.iterator.is_none() {
+        if self.iterator.is_none() {
             // An empty page that ends the shard is confirmed once from a fresh iterator right
             // after the last read record: DynamoDB Local answers an iterator issued before a
             // rollover with "no records, no next iterator" even when records follow its
@@ -453,7 +458,7 @@ impl Actor for ShardWorker {
             iterator: args.initial_iterator,
             opened,
             at_trim_horizon: false,
-                        gap_reported: false,
+            gap_reported: false,
             confirming_end: false,
             closed: args.closed,
             shared: args.shared,

@@ -82,8 +82,17 @@ impl Lane {
         );
         self.board
             .update(shard_id, parent, |e| e.calls.insert(lane, started));
+        let span = tracing::debug_span!(
+            "handle",
+            stream = %self.shard.stream_arn,
+            shard = %self.shard.shard_id,
+            sequence_number = %batch.last_sequence_number().map(|s| s.as_str()).unwrap_or_default(),
+            records = count,
+            lane = lane,
+        );
         let call = AssertUnwindSafe(self.handler.handle(batch)).catch_unwind();
-        let result = tokio::time::timeout(self.timeout, call).await;
+        let result =
+            tracing::Instrument::instrument(tokio::time::timeout(self.timeout, call), span).await;
         let ok = matches!(result, Ok(Ok(Ok(()))));
         self.board.update(shard_id, parent, |e| {
             e.calls.remove(&lane);

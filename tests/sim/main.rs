@@ -3,6 +3,13 @@
 
 mod common;
 
+mod d1_bisect_sink;
+mod d2_record_age;
+mod d3_partial_failure;
+mod d4_quarantine_without_sink;
+mod d5_filters;
+mod d6_key_parallelism;
+mod d7_batching;
 mod i10_validation;
 mod i1_order_pagination;
 mod i2_lineage;
@@ -13,4 +20,7 @@ mod i6_bounded;
 mod i7_polite;
 mod i8_supervision;
 mod i9_shutdown;
+mod o1_metrics;
+mod o2_watchdog;
+mod o3_tracing;
 mod randomized;
