@@ -14,6 +14,7 @@ scripts/install-dynamodb-local.sh
 echo "==> formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --all-features -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --quiet
 
 echo "==> tests (unit, simulator, DynamoDB Local, CLI, benches in quick mode)"
 cargo test --all-features --all-targets

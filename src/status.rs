@@ -1,6 +1,6 @@
 //! Where a running consumer stands: per-shard state, position, lag and errors, plus health.
 //!
-//! One [`StatusBoard`] per consumer is written by the coordinator (shard states) and the shard
+//! One status board per consumer is written by the coordinator (shard states) and the shard
 //! workers (reads, acknowledgements, errors), and read by [`Consumer::status`](crate::Consumer::status),
 //! the metrics callbacks and the watchdog.
 

@@ -1,5 +1,170 @@
-//! `ddbstream`: tail a DynamoDB stream, replicate a table to SQLite, show a consumer's status.
-fn main() {
-    eprintln!("ddbstream: not built yet");
-    std::process::exit(2);
+//! `ddbstream`: tail a DynamoDB stream, replicate a table to SQLite.
+//!
+//! Endpoint, region and credentials come from the AWS configuration chain (`AWS_ENDPOINT_URL`,
+//! `AWS_REGION`, `AWS_PROFILE`, environment credentials, SSO, ...); `--endpoint-url` and
+//! `--region` override it. Errors are one line on stderr, `ddbstream: <what is wrong>`, with
+//! exit code 1 (2 for usage errors).
+
+// A binary's crate root looks for modules beside it: these live in `ddbstream/`.
+#[path = "ddbstream/output.rs"]
+mod output;
+#[path = "ddbstream/replicate.rs"]
+mod replicate;
+#[path = "ddbstream/tail.rs"]
+mod tail;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+/// Tail a DynamoDB stream or keep a copy of a table in SQLite.
+#[derive(Debug, Parser)]
+#[command(name = "ddbstream", version)]
+struct Cli {
+    /// Send every request to this endpoint (e.g. http://localhost:8000 for DynamoDB Local);
+    /// default: the AWS configuration (AWS_ENDPOINT_URL, profiles).
+    #[arg(long, global = true, value_name = "URL", help_heading = "AWS")]
+    endpoint_url: Option<String>,
+
+    /// The AWS region; default: the AWS configuration (AWS_REGION, profiles).
+    #[arg(long, global = true, help_heading = "AWS")]
+    region: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print every change of a stream as one JSON object per line, in order per shard.
+    Tail(TailArgs),
+    /// Copy a table into a SQLite file and keep it up to date from the table's stream.
+    Replicate(ReplicateArgs),
+}
+
+/// Where `tail` starts on its first run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StartFrom {
+    /// Only changes made from now on.
+    Latest,
+    /// Every change the stream still holds (up to 24 hours back).
+    TrimHorizon,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("stream").required(true).args(["table", "stream_arn"])))]
+struct TailArgs {
+    /// The table whose stream to tail.
+    #[arg(long)]
+    table: Option<String>,
+
+    /// The stream to tail.
+    #[arg(long, value_name = "ARN")]
+    stream_arn: Option<String>,
+
+    /// Where to start the first time (later runs with --checkpoint resume where they stopped).
+    #[arg(long, value_enum, default_value_t = StartFrom::Latest)]
+    from: StartFrom,
+
+    /// Keep positions in this JSON file, so a restart resumes after the last printed record.
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ReplicateArgs {
+    /// The table to copy (its stream must carry NEW_IMAGE or NEW_AND_OLD_IMAGES).
+    #[arg(long)]
+    table: String,
+
+    /// The SQLite file holding the copy (created if missing).
+    #[arg(long, value_name = "FILE")]
+    db: PathBuf,
+
+    /// Parallel Scan segments for the first copy.
+    #[arg(long, default_value_t = dynamodb_stream::replicate::DEFAULT_SEGMENTS,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    segments: u32,
+
+    /// Exit once the copy has caught up with the stream as it was when streaming started
+    /// (after the first run's scan; at once on later runs).
+    #[arg(long)]
+    once: bool,
+
+    /// Items per Scan page (default: 1 MB pages). For tests of interrupted scans.
+    #[arg(long, hide = true)]
+    scan_page_limit: Option<u32>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(&message),
+    }
+}
+
+/// Print the one error line and return exit code 1.
+fn fail(message: &str) -> ExitCode {
+    let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    output::Log::get().line(&format!("ddbstream: {line}"));
+    ExitCode::from(1)
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let config = aws_config(&cli).await?;
+    match cli.command {
+        Command::Tail(args) => tail::run(&config, args).await,
+        Command::Replicate(args) => replicate::run(&config, args).await,
+    }
+}
+
+async fn aws_config(cli: &Cli) -> Result<SdkConfig, String> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(dynamodb_stream::recommended_timeouts());
+    if let Some(url) = &cli.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(region) = &cli.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    let config = loader.load().await;
+    if config.region().is_none_or(|r| r.as_ref().is_empty()) {
+        return Err("no AWS region: pass --region or set AWS_REGION".into());
+    }
+    Ok(config)
+}
+
+/// The message of a library error, without the "invalid argument" prefix for the caller's own
+/// mistakes (they read better as is).
+fn describe(e: dynamodb_stream::Error) -> String {
+    match e {
+        dynamodb_stream::Error::InvalidArgument(m) => m,
+        other => other.to_string(),
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called, so
+/// call it before starting work.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }

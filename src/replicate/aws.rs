@@ -17,7 +17,7 @@ use super::source::{ScanPage, ScanRequest, TableSource};
 use super::{KeyAttribute, KeyRole, ScalarType, TableInfo};
 
 impl TableSource for dynamodb::Client {
-    fn describe_table(&self, table_name: &str) -> BoxFuture<'_, Result<TableInfo>> {
+    fn table_info(&self, table_name: &str) -> BoxFuture<'_, Result<TableInfo>> {
         let table_name = table_name.to_owned();
         Box::pin(async move {
             // The shared resolution gives the crate's one wording for a missing table or stream.
@@ -29,7 +29,9 @@ impl TableSource for dynamodb::Client {
                 .send()
                 .await
                 .map_err(|e| sdk_error("DescribeTable", &table_name, e))?;
-            let table = output.table.unwrap_or_default();
+            let table = output
+                .table
+                .unwrap_or_else(|| dynamodb::types::TableDescription::builder().build());
             let types: HashMap<&str, Option<ScalarType>> = table
                 .attribute_definitions()
                 .iter()
@@ -68,7 +70,7 @@ impl TableSource for dynamodb::Client {
         })
     }
 
-    fn scan(&self, request: ScanRequest) -> BoxFuture<'_, Result<ScanPage>> {
+    fn scan_segment(&self, request: ScanRequest) -> BoxFuture<'_, Result<ScanPage>> {
         Box::pin(async move {
             let to_i32 = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
             let output = dynamodb::Client::scan(self)
@@ -104,7 +106,11 @@ impl TableSource for dynamodb::Client {
 
 /// Classify a failed DynamoDB call: a missing table is the caller's problem; throttling and
 /// transient failures are retryable [`SourceError`]s; the rest is fatal.
-fn sdk_error<E>(operation: &str, table: &str, err: SdkError<E, dynamodb::config::http::HttpResponse>) -> Error
+fn sdk_error<E>(
+    operation: &str,
+    table: &str,
+    err: SdkError<E, dynamodb::config::http::HttpResponse>,
+) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -222,7 +228,10 @@ mod tests {
             AttributeValue::N("12345678901234567890123456789012345678".into()),
         );
         item.insert("b".into(), AttributeValue::B(vec![0, 1, 255]));
-        item.insert("ss".into(), AttributeValue::Ss(vec!["x".into(), "y".into()]));
+        item.insert(
+            "ss".into(),
+            AttributeValue::Ss(vec!["x".into(), "y".into()]),
+        );
         item.insert("bs".into(), AttributeValue::Bs(vec![vec![1], vec![2]]));
         let back = item_from_sdk(item_to_sdk(item.clone())).expect("converts");
         assert_eq!(back, item);

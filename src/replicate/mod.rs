@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use crate::record::StreamViewType;
 
 pub use replicator::{
-    ReplicaPhase, ReplicaStatus, Replicator, ReplicatorBuilder, ReplicatorEvent,
+    check_table, ReplicaPhase, ReplicaStatus, Replicator, ReplicatorBuilder, ReplicatorEvent,
     DEFAULT_APPLICATION, DEFAULT_SEGMENTS,
 };
 pub use sink::{ItemChange, ReplicaSink, ScanProgress, SegmentProgress, SequencedChange};

@@ -19,7 +19,9 @@ use crate::record::{
 use crate::source::{describe_all, BoxFuture, IteratorPosition, StreamsApi, GET_RECORDS_LIMIT};
 use crate::Consumer;
 
-use super::sink::{advances, ItemChange, ReplicaSink, ScanProgress, SegmentProgress, SequencedChange};
+use super::sink::{
+    advances, ItemChange, ReplicaSink, ScanProgress, SegmentProgress, SequencedChange,
+};
 use super::source::{ScanRequest, TableSource};
 use super::TableInfo;
 
@@ -212,7 +214,7 @@ impl ReplicatorBuilder {
     /// stream, the stream does not carry new images, the sink holds another table or stream.
     pub async fn spawn(self) -> Result<Replicator> {
         self.config.validate()?;
-        let info = self.table.describe_table(&self.table_name).await?;
+        let info = self.table.table_info(&self.table_name).await?;
         check_table(&info)?;
         let progress = self.sink.bind(&info).await?;
         let (status_tx, status_rx) = watch::channel(ReplicaStatus::starting(info.item_count));
@@ -246,8 +248,10 @@ impl ReplicatorBuilder {
     }
 }
 
-/// Fails unless `info` describes a table whose stream carries new images.
-fn check_table(info: &TableInfo) -> Result<()> {
+/// Fails with [`Error::InvalidArgument`] unless `info` describes a table that can be replicated:
+/// its stream carries new images (`NEW_IMAGE` or `NEW_AND_OLD_IMAGES`) and it has a key schema.
+/// [`ReplicatorBuilder::spawn`] checks this too; call it to fail before opening a sink.
+pub fn check_table(info: &TableInfo) -> Result<()> {
     match info.view_type {
         Some(StreamViewType::NewImage | StreamViewType::NewAndOldImages) => {}
         other => {
@@ -434,7 +438,11 @@ impl Pipeline {
         result
     }
 
-    async fn run_phases(&self, mut progress: ScanProgress, stop: watch::Receiver<bool>) -> Result<()> {
+    async fn run_phases(
+        &self,
+        mut progress: ScanProgress,
+        stop: watch::Receiver<bool>,
+    ) -> Result<()> {
         let mut stored = self.sink.load(&self.key).await?;
         if !matches!(progress, ScanProgress::Complete { .. }) {
             let now = system_time_to_millis(self.streams.wall_clock());
@@ -572,11 +580,16 @@ impl Pipeline {
 
     /// Replay the stream into the sink until stopped.
     async fn stream(&self, mut stop: watch::Receiver<bool>) -> Result<()> {
-        let stored = self.sink.load(&self.key).await?.unwrap_or(StreamCheckpoints {
-            started_at_ms: system_time_to_millis(self.streams.wall_clock()),
-            shards: BTreeMap::new(),
-        });
-        self.status.send_modify(|s| s.phase = ReplicaPhase::CatchingUp);
+        let stored = self
+            .sink
+            .load(&self.key)
+            .await?
+            .unwrap_or(StreamCheckpoints {
+                started_at_ms: system_time_to_millis(self.streams.wall_clock()),
+                shards: BTreeMap::new(),
+            });
+        self.status
+            .send_modify(|s| s.phase = ReplicaPhase::CatchingUp);
         let tracker = Arc::new(Tracker {
             state: Mutex::new(TrackState {
                 positions: stored.shards.clone(),
@@ -692,10 +705,14 @@ impl SegmentScan {
                 exclusive_start_key: resume.clone(),
                 limit: self.limit,
             };
-            let page = retry(|| self.table.scan(request.clone())).await?;
+            let page = retry(|| self.table.scan_segment(request.clone())).await?;
             let n = page.items.len() as u64;
             self.sink
-                .write_scan_page(progress.segment, page.items, page.last_evaluated_key.clone())
+                .write_scan_page(
+                    progress.segment,
+                    page.items,
+                    page.last_evaluated_key.clone(),
+                )
                 .await?;
             self.report(n);
             match page.last_evaluated_key {
@@ -707,7 +724,11 @@ impl SegmentScan {
 
     fn report(&self, n: u64) {
         let this_run = {
-            let mut c = self.counter.this_run.lock().unwrap_or_else(|p| p.into_inner());
+            let mut c = self
+                .counter
+                .this_run
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             *c += n;
             *c
         };
@@ -841,6 +862,13 @@ impl CheckpointStore for TrackingStore {
             Ok(())
         })
     }
+
+    fn streams(
+        &self,
+        application: &str,
+    ) -> BoxFuture<'_, std::result::Result<Vec<String>, CheckpointError>> {
+        self.sink.streams(application)
+    }
 }
 
 /// Applies each batch to the sink together with the shard's checkpoint.
@@ -968,7 +996,11 @@ async fn newest_record(
         let it = match iterator.take() {
             Some(it) => it,
             None => match api
-                .get_shard_iterator(stream_arn.to_owned(), shard_id.to_owned(), position(&newest))
+                .get_shard_iterator(
+                    stream_arn.to_owned(),
+                    shard_id.to_owned(),
+                    position(&newest),
+                )
                 .await
             {
                 Ok(it) => it,

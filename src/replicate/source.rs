@@ -10,28 +10,28 @@ use super::{KeyAttribute, KeyRole, TableInfo};
 /// A table to scan: `aws_sdk_dynamodb::Client`, the [`Simulator`], or your own.
 ///
 /// Contract for implementors:
-/// - `describe_table` fails with [`Error::InvalidArgument`] when the table does not exist or has
+/// - `table_info` fails with [`Error::InvalidArgument`] when the table does not exist or has
 ///   no enabled stream, naming the table.
-/// - `scan` returns one page of one segment, in the manner of DynamoDB's parallel Scan: the
+/// - `scan_segment` returns one page of one segment, in the manner of DynamoDB's parallel Scan: the
 ///   segments together return every item exactly once, and a page's `last_evaluated_key`
 ///   continues its segment (`None` when the segment is finished). Retryable failures
 ///   (throttling, timeouts) are `Error::Source` errors whose kind says so: the replicator backs
 ///   off and repeats the call.
 pub trait TableSource: Send + Sync + 'static {
     /// The table, its stream and its key schema.
-    fn describe_table(&self, table_name: &str) -> crate::source::BoxFuture<'_, Result<TableInfo>>;
+    fn table_info(&self, table_name: &str) -> crate::source::BoxFuture<'_, Result<TableInfo>>;
 
     /// One page of one scan segment.
-    fn scan(&self, request: ScanRequest) -> crate::source::BoxFuture<'_, Result<ScanPage>>;
+    fn scan_segment(&self, request: ScanRequest) -> crate::source::BoxFuture<'_, Result<ScanPage>>;
 }
 
 impl<T: TableSource + ?Sized> TableSource for std::sync::Arc<T> {
-    fn describe_table(&self, table_name: &str) -> crate::source::BoxFuture<'_, Result<TableInfo>> {
-        (**self).describe_table(table_name)
+    fn table_info(&self, table_name: &str) -> crate::source::BoxFuture<'_, Result<TableInfo>> {
+        (**self).table_info(table_name)
     }
 
-    fn scan(&self, request: ScanRequest) -> crate::source::BoxFuture<'_, Result<ScanPage>> {
-        (**self).scan(request)
+    fn scan_segment(&self, request: ScanRequest) -> crate::source::BoxFuture<'_, Result<ScanPage>> {
+        (**self).scan_segment(request)
     }
 }
 
@@ -61,7 +61,7 @@ pub struct ScanPage {
 
 /// The simulator is a table too: its items, split into segments by a hash of their key.
 impl TableSource for Simulator {
-    fn describe_table(&self, table_name: &str) -> crate::source::BoxFuture<'_, Result<TableInfo>> {
+    fn table_info(&self, table_name: &str) -> crate::source::BoxFuture<'_, Result<TableInfo>> {
         let table_name = table_name.to_owned();
         Box::pin(async move {
             if table_name != self.table_name() {
@@ -86,7 +86,7 @@ impl TableSource for Simulator {
         })
     }
 
-    fn scan(&self, request: ScanRequest) -> crate::source::BoxFuture<'_, Result<ScanPage>> {
+    fn scan_segment(&self, request: ScanRequest) -> crate::source::BoxFuture<'_, Result<ScanPage>> {
         Box::pin(async move {
             if request.table_name != self.table_name() {
                 return Err(Error::InvalidArgument(format!(

@@ -7,14 +7,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::Value;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
 
 use crate::checkpoint::{CheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey};
 use crate::error::{CheckpointError, CheckpointErrorKind, Error, Result};
 use crate::record::{item_key_string, AttributeValue, Item, SequenceNumber};
 use crate::source::BoxFuture;
 
-use super::sink::{advances, ItemChange, ReplicaSink, ScanProgress, SegmentProgress, SequencedChange};
+use super::sink::{
+    advances, ItemChange, ReplicaSink, ScanProgress, SegmentProgress, SequencedChange,
+};
 use super::source::key_of;
 use super::{KeyAttribute, ScalarType, TableInfo};
 
@@ -95,7 +99,10 @@ fn now_ms() -> i64 {
 }
 
 fn io(what: &str, e: impl std::fmt::Display) -> CheckpointError {
-    CheckpointError::new(CheckpointErrorKind::Io, format!("replica database: {what}: {e}"))
+    CheckpointError::new(
+        CheckpointErrorKind::Io,
+        format!("replica database: {what}: {e}"),
+    )
 }
 
 fn corrupt(what: impl std::fmt::Display) -> CheckpointError {
@@ -332,8 +339,10 @@ fn create_schema(conn: &mut Connection) -> rusqlite::Result<()> {
 }
 
 fn meta(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
-        .optional()
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .optional()
 }
 
 fn set_meta(tx: &Transaction<'_>, name: &str, value: &str) -> rusqlite::Result<()> {
@@ -378,13 +387,17 @@ fn binding_mismatch(path: &Path, bound: &Bound, table: &TableInfo) -> Option<Str
         ));
     }
     let same_key = bound.key_schema.len() == table.key_schema.len()
-        && bound.key_schema.iter().zip(&table.key_schema).all(|(a, b)| {
-            a.name == b.name
-                && a.role == b.role
-                && (a.scalar_type.is_none()
-                    || b.scalar_type.is_none()
-                    || a.scalar_type == b.scalar_type)
-        });
+        && bound
+            .key_schema
+            .iter()
+            .zip(&table.key_schema)
+            .all(|(a, b)| {
+                a.name == b.name
+                    && a.role == b.role
+                    && (a.scalar_type.is_none()
+                        || b.scalar_type.is_none()
+                        || a.scalar_type == b.scalar_type)
+            });
     if !same_key {
         return Some(format!(
             "{shown} holds table {:?} with another key schema: use a new database file",
@@ -528,11 +541,15 @@ fn to_checkpoint(
         "processed" => {
             let raw = seq.unwrap_or_default();
             let sequence_number = raw.parse().map_err(|e| {
-                corrupt(format!("shard {shard_id}: bad sequence number {raw:?}: {e}"))
+                corrupt(format!(
+                    "shard {shard_id}: bad sequence number {raw:?}: {e}"
+                ))
             })?;
             Ok(ShardCheckpoint::Processed { sequence_number })
         }
-        other => Err(corrupt(format!("shard {shard_id}: unknown state {other:?}"))),
+        other => Err(corrupt(format!(
+            "shard {shard_id}: unknown state {other:?}"
+        ))),
     }
 }
 
@@ -665,7 +682,12 @@ fn bound_schema(inner: &Inner) -> std::result::Result<Vec<KeyAttribute>, Checkpo
         .bound
         .as_ref()
         .map(|b| b.key_schema.clone())
-        .ok_or_else(|| io("write items", "the replica is not bound to a table yet (call bind)"))
+        .ok_or_else(|| {
+            io(
+                "write items",
+                "the replica is not bound to a table yet (call bind)",
+            )
+        })
 }
 
 fn immediate(conn: &mut Connection) -> std::result::Result<Transaction<'_>, CheckpointError> {
@@ -743,6 +765,26 @@ impl CheckpointStore for SqliteReplica {
             commit(tx)
         }))
     }
+
+    fn streams(
+        &self,
+        application: &str,
+    ) -> BoxFuture<'_, std::result::Result<Vec<String>, CheckpointError>> {
+        let application = application.to_owned();
+        Box::pin(self.run_store(move |inner| {
+            let mut stmt = inner
+                .conn
+                .prepare(
+                    "SELECT stream_arn FROM streams WHERE application = ?1 ORDER BY stream_arn",
+                )
+                .map_err(|e| io("read streams", e))?;
+            let rows = stmt
+                .query_map([application], |r| r.get::<_, String>(0))
+                .map_err(|e| io("read streams", e))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(|e| io("read streams", e))
+        }))
+    }
 }
 
 impl ReplicaSink for SqliteReplica {
@@ -791,10 +833,7 @@ impl ReplicaSink for SqliteReplica {
             (|| {
                 tx.execute("DELETE FROM scan_segments", [])?;
                 for segment in 0..total_segments {
-                    tx.execute(
-                        "INSERT INTO scan_segments (segment) VALUES (?1)",
-                        [segment],
-                    )?;
+                    tx.execute("INSERT INTO scan_segments (segment) VALUES (?1)", [segment])?;
                 }
                 set_meta(&tx, "scan_state", "running")?;
                 set_meta(&tx, "scan_total_segments", &total_segments.to_string())?;
@@ -839,10 +878,11 @@ impl ReplicaSink for SqliteReplica {
         Box::pin(self.run(|inner| {
             let tx = immediate(&mut inner.conn)?;
             (|| {
-                let items: i64 =
-                    tx.query_row("SELECT coalesce(sum(items), 0) FROM scan_segments", [], |r| {
-                        r.get(0)
-                    })?;
+                let items: i64 = tx.query_row(
+                    "SELECT coalesce(sum(items), 0) FROM scan_segments",
+                    [],
+                    |r| r.get(0),
+                )?;
                 set_meta(&tx, "scan_state", "complete")?;
                 set_meta(&tx, "scan_items", &items.to_string())?;
                 set_meta(&tx, "scan_completed_at_ms", &now_ms().to_string())

@@ -1,0 +1,162 @@
+//! `ddbstream tail`: every record of a stream as a JSON line on stdout.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use dynamodb_stream::checkpoint::FileCheckpointStore;
+use dynamodb_stream::events::GapAction;
+use dynamodb_stream::{Batch, Consumer, ConsumerEvent, HandlerError, StartPosition};
+use tokio::sync::{broadcast, Notify};
+
+use crate::output::{record_json, Log};
+use crate::{describe, stop_signal, StartFrom, TailArgs};
+
+/// The application name that keys `tail`'s checkpoints in a `--checkpoint` file.
+const APPLICATION: &str = "ddbstream-tail";
+
+/// Stdout for records; notices when the reader went away.
+struct Printer {
+    closed: AtomicBool,
+    closed_notify: Notify,
+}
+
+impl Printer {
+    /// Print a batch and flush. A failed write (a closed pipe) acknowledges nothing, so the
+    /// checkpoint never passes a record that was not printed, and asks for a clean stop.
+    fn print(&self, batch: &Batch) -> Result<(), HandlerError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(HandlerError::msg("stdout is closed"));
+        }
+        let shard_id = &batch.shard().shard_id;
+        let mut text = String::new();
+        for record in batch.records() {
+            text.push_str(&record_json(shard_id, record).to_string());
+            text.push('\n');
+        }
+        let mut out = std::io::stdout().lock();
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.closed.store(true, Ordering::SeqCst);
+                self.closed_notify.notify_one();
+                Err(HandlerError::msg(format!("cannot write to stdout: {e}")))
+            }
+        }
+    }
+}
+
+pub(crate) async fn run(aws: &SdkConfig, args: TailArgs) -> Result<(), String> {
+    let stop = stop_signal()?;
+    let streams = aws_sdk_dynamodbstreams::Client::new(aws);
+    let builder = match (&args.table, &args.stream_arn) {
+        (Some(table), _) => {
+            let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+            Consumer::for_table(&dynamodb, streams, table)
+                .await
+                .map_err(describe)?
+        }
+        (None, Some(arn)) => Consumer::builder(streams, arn.clone()),
+        (None, None) => return Err("pass --table or --stream-arn".into()),
+    };
+    let printer = Arc::new(Printer {
+        closed: AtomicBool::new(false),
+        closed_notify: Notify::new(),
+    });
+    let handler_printer = printer.clone();
+    let mut builder = builder
+        .application_name(APPLICATION)
+        .start_from(match args.from {
+            StartFrom::Latest => StartPosition::Latest,
+            StartFrom::TrimHorizon => StartPosition::TrimHorizon,
+        })
+        .handler_fn(move |batch: Batch| {
+            let printer = handler_printer.clone();
+            async move { printer.print(&batch) }
+        });
+    if let Some(path) = &args.checkpoint {
+        builder = builder.checkpoints(FileCheckpointStore::new(path));
+    }
+    let events = builder.events();
+    let mut consumer = builder.spawn().await.map_err(describe)?;
+    let from = match args.from {
+        StartFrom::Latest => "latest",
+        StartFrom::TrimHorizon => "trim-horizon",
+    };
+    Log::get().line(&format!(
+        "ddbstream: tailing {} (first start: {from})",
+        consumer.stream_arn()
+    ));
+    // Subscribed before the start, shown after the line above: no event is missed.
+    tokio::spawn(log_events(events));
+    enum Next {
+        Stopped(dynamodb_stream::Result<()>),
+        Stop,
+    }
+    let next = tokio::select! {
+        r = consumer.join() => Next::Stopped(r),
+        () = stop => Next::Stop,
+        () = printer.closed_notify.notified() => Next::Stop,
+    };
+    match next {
+        Next::Stopped(r) => r.map_err(describe),
+        Next::Stop => {
+            let r = consumer.shutdown().await;
+            // A closed stdout is how `ddbstream tail | head` ends: not a failure.
+            if printer.closed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            r.map_err(describe)
+        }
+    }
+}
+
+/// Log what the consumer reports, one line each, on stderr.
+async fn log_events(mut events: broadcast::Receiver<ConsumerEvent>) {
+    let log = Log::get();
+    loop {
+        let event = match events.recv().await {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                log.line(&format!("ddbstream: ({n} consumer events not shown)"));
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if let Some(line) = event_line(&event) {
+            log.line(&line);
+        }
+    }
+}
+
+/// A log line for a consumer event worth telling the operator about.
+pub(crate) fn event_line(event: &ConsumerEvent) -> Option<String> {
+    Some(match event {
+        ConsumerEvent::ShardStarted {
+            shard_id, position, ..
+        } => format!("ddbstream: reading shard {shard_id} ({position})"),
+        ConsumerEvent::ShardEnded { shard_id } => format!("ddbstream: shard {shard_id} ended"),
+        ConsumerEvent::WorkerRestarted {
+            shard_id,
+            error,
+            backoff,
+            ..
+        } => format!("ddbstream: shard {shard_id} failed ({error}); retrying in {backoff:?}"),
+        ConsumerEvent::ShardQuarantined { shard_id, error } => {
+            format!("ddbstream: shard {shard_id} stopped after repeated failures: {error}")
+        }
+        ConsumerEvent::Gap(gap) => format!(
+            "ddbstream: records lost in shard {}: {:?}{}",
+            gap.shard_id,
+            gap.kind,
+            if gap.action == GapAction::Stopped {
+                " (stopping)"
+            } else {
+                ""
+            }
+        ),
+        ConsumerEvent::StreamDisabled => "ddbstream: the stream was disabled".to_owned(),
+        _ => return None,
+    })
+}

@@ -1,0 +1,23 @@
+//! The replicator and the `ddbstream` tool, one file per behaviour.
+//!
+//! `replica_*` and `sink_*` run the library on the simulator (fast, no server). `cli_*` run the
+//! real `ddbstream` binary against DynamoDB Local (started once for this test binary by the
+//! shared fixture; each test has its own namespace).
+
+#[path = "../support/ddb_local.rs"]
+mod ddb_local;
+
+mod common;
+
+mod cli_bad_inputs;
+mod cli_crash;
+mod cli_replicate_follow;
+mod cli_replicate_once;
+mod cli_tail;
+mod cli_tail_broken_pipe;
+mod replica_bad_tables;
+mod replica_crash_resume;
+mod replica_equals_scan;
+mod replica_one_transaction;
+mod sink_checkpoints;
+mod sink_open_errors;
