@@ -32,7 +32,6 @@ pub use sink::{FailureSink, JsonLinesFailureSink};
 /// # drop(policy);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct RetryPolicy {
     /// Calls per batch before giving up (the first call included). Splits made by bisection
     /// start their own count and are not attempts themselves. Default 3.
