@@ -620,16 +620,6 @@ pub fn read_json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
     }
 }
 
-/// A [`RetryPolicy`](dynamodb_stream::delivery::RetryPolicy) from the defaults changed by `f`
-/// (the struct is `non_exhaustive`: no struct expressions outside the crate).
-pub fn retry_policy(
-    f: impl FnOnce(&mut dynamodb_stream::delivery::RetryPolicy),
-) -> dynamodb_stream::delivery::RetryPolicy {
-    let mut policy = dynamodb_stream::delivery::RetryPolicy::default();
-    f(&mut policy);
-    policy
-}
-
 /// A [`StreamsApi`] wrapper that logs the sequence numbers of every non-empty GetRecords page,
 /// to tell which page each record came from.
 #[derive(Clone)]
