@@ -2,6 +2,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
@@ -25,7 +26,7 @@ pub use serde_dynamo::{AttributeValue, Item};
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct SequenceNumber(String);
+pub struct SequenceNumber(Arc<str>);
 
 /// A string that is not a valid [`SequenceNumber`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,7 +61,7 @@ impl std::str::FromStr for SequenceNumber {
         let ok = (Self::MIN_DIGITS..=Self::MAX_DIGITS).contains(&s.len())
             && s.bytes().all(|b| b.is_ascii_digit());
         if ok {
-            Ok(Self(s.to_owned()))
+            Ok(Self(Arc::from(s)))
         } else {
             Err(InvalidSequenceNumber(s.to_owned()))
         }
@@ -76,7 +77,7 @@ impl TryFrom<String> for SequenceNumber {
 
 impl From<SequenceNumber> for String {
     fn from(s: SequenceNumber) -> Self {
-        s.0
+        s.0.to_string()
     }
 }
 
@@ -178,17 +179,31 @@ impl StreamViewType {
 /// }
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct StreamRecord {
-    pub(crate) event_id: String,
-    pub(crate) kind: RecordKind,
-    pub(crate) keys: Item,
-    pub(crate) new_image: Option<Item>,
-    pub(crate) old_image: Option<Item>,
-    pub(crate) sequence_number: SequenceNumber,
-    pub(crate) approximate_creation_time: Option<SystemTime>,
-    pub(crate) size_bytes: u64,
-    pub(crate) user_identity: Option<UserIdentity>,
+    // Records are immutable once read and travel through several hands (the simulator's
+    // retained log, batches, retries, failure sinks): sharing makes every clone a reference
+    // count instead of a copy of three item maps.
+    inner: Arc<RecordInner>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct RecordInner {
+    event_id: String,
+    kind: RecordKind,
+    keys: Item,
+    new_image: Option<Item>,
+    old_image: Option<Item>,
+    sequence_number: SequenceNumber,
+    approximate_creation_time: Option<SystemTime>,
+    size_bytes: u64,
+    user_identity: Option<UserIdentity>,
+}
+
+impl fmt::Debug for StreamRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.inner, f)
+    }
 }
 
 impl StreamRecord {
@@ -197,22 +212,25 @@ impl StreamRecord {
     /// A `Remove` with a TTL user identity becomes `Remove { ttl: true }`.
     pub fn new(kind: RecordKind, sequence_number: SequenceNumber, keys: Item) -> Self {
         Self {
-            event_id: String::new(),
-            kind,
-            keys,
-            new_image: None,
-            old_image: None,
-            sequence_number,
-            approximate_creation_time: None,
-            size_bytes: 0,
-            user_identity: None,
+            inner: Arc::new(RecordInner {
+                event_id: String::new(),
+                kind,
+                keys,
+                new_image: None,
+                old_image: None,
+                sequence_number,
+                approximate_creation_time: None,
+                size_bytes: 0,
+                user_identity: None,
+            }),
         }
     }
 
     /// Set the images (builder style).
     pub fn with_images(mut self, old_image: Option<Item>, new_image: Option<Item>) -> Self {
-        self.old_image = old_image;
-        self.new_image = new_image;
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.old_image = old_image;
+        inner.new_image = new_image;
         self
     }
 
@@ -223,77 +241,88 @@ impl StreamRecord {
         approximate_creation_time: Option<SystemTime>,
         size_bytes: u64,
     ) -> Self {
-        self.event_id = event_id.into();
-        self.approximate_creation_time = approximate_creation_time;
-        self.size_bytes = size_bytes;
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.event_id = event_id.into();
+        inner.approximate_creation_time = approximate_creation_time;
+        inner.size_bytes = size_bytes;
         self
     }
 
     /// Set the user identity (builder style); a TTL identity turns `Remove` into a TTL removal.
     pub fn with_user_identity(mut self, identity: Option<UserIdentity>) -> Self {
-        if let (RecordKind::Remove { ttl }, Some(id)) = (&mut self.kind, &identity) {
+        let inner = Arc::make_mut(&mut self.inner);
+        if let (RecordKind::Remove { ttl }, Some(id)) = (&mut inner.kind, &identity) {
             *ttl = id.is_ttl();
         }
-        self.user_identity = identity;
+        inner.user_identity = identity;
         self
     }
 
     /// What happened.
     pub fn kind(&self) -> &RecordKind {
-        &self.kind
+        &self.inner.kind
     }
 
     /// The record's unique id within the stream.
     pub fn event_id(&self) -> &str {
-        &self.event_id
+        &self.inner.event_id
     }
 
     /// The key attributes of the item.
     pub fn keys(&self) -> &Item {
-        &self.keys
+        &self.inner.keys
     }
 
     /// The item after the change (streams with `NEW_IMAGE` or `NEW_AND_OLD_IMAGES`; absent for
     /// removals).
     pub fn new_image(&self) -> Option<&Item> {
-        self.new_image.as_ref()
+        self.inner.new_image.as_ref()
     }
 
     /// The item before the change (streams with `OLD_IMAGE` or `NEW_AND_OLD_IMAGES`; absent for
     /// inserts).
     pub fn old_image(&self) -> Option<&Item> {
-        self.old_image.as_ref()
+        self.inner.old_image.as_ref()
+    }
+
+    /// The new image, taken out of the record (copied when the record is shared).
+    pub fn into_new_image(self) -> Option<Item> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner.new_image,
+            Err(shared) => shared.new_image.clone(),
+        }
     }
 
     /// The record's position in its shard.
     pub fn sequence_number(&self) -> &SequenceNumber {
-        &self.sequence_number
+        &self.inner.sequence_number
     }
 
     /// When the change was made, approximately (DynamoDB Local truncates to the minute).
     pub fn approximate_creation_time(&self) -> Option<SystemTime> {
-        self.approximate_creation_time
+        self.inner.approximate_creation_time
     }
 
     /// How long ago the change was made, measured against `now`.
     pub fn age_at(&self, now: SystemTime) -> Option<Duration> {
-        self.approximate_creation_time
+        self.inner
+            .approximate_creation_time
             .and_then(|t| now.duration_since(t).ok())
     }
 
     /// The record's size as DynamoDB counts it.
     pub fn size_bytes(&self) -> u64 {
-        self.size_bytes
+        self.inner.size_bytes
     }
 
     /// Who made the change, when it was not a client (TTL).
     pub fn user_identity(&self) -> Option<&UserIdentity> {
-        self.user_identity.as_ref()
+        self.inner.user_identity.as_ref()
     }
 
     /// The keys decoded into `T`.
     pub fn keys_as<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
-        self.decode("keys", &self.keys)
+        self.decode("keys", &self.inner.keys)
     }
 
     /// The new image decoded into `T`, if the record has one.
@@ -301,7 +330,8 @@ impl StreamRecord {
     /// Numbers keep every digit when `T` stores them losslessly (a `String`, or a decimal type
     /// that deserializes from strings).
     pub fn new_image_as<T: DeserializeOwned>(&self) -> Result<Option<T>, DecodeError> {
-        self.new_image
+        self.inner
+            .new_image
             .as_ref()
             .map(|i| self.decode("new", i))
             .transpose()
@@ -309,7 +339,8 @@ impl StreamRecord {
 
     /// The old image decoded into `T`, if the record has one.
     pub fn old_image_as<T: DeserializeOwned>(&self) -> Result<Option<T>, DecodeError> {
-        self.old_image
+        self.inner
+            .old_image
             .as_ref()
             .map(|i| self.decode("old", i))
             .transpose()
@@ -321,7 +352,7 @@ impl StreamRecord {
         item: &Item,
     ) -> Result<T, DecodeError> {
         crate::decode::from_item(item).map_err(|source| DecodeError {
-            sequence_number: self.sequence_number.clone(),
+            sequence_number: self.inner.sequence_number.clone(),
             image,
             source,
         })
@@ -330,7 +361,7 @@ impl StreamRecord {
     /// A stable string for the item's key, e.g. for routing or maps: the key attributes sorted
     /// by name and rendered as JSON.
     pub fn key_string(&self) -> String {
-        item_key_string(&self.keys)
+        item_key_string(&self.inner.keys)
     }
 }
 
@@ -424,6 +455,55 @@ fn base64_encode(bytes: &[u8]) -> String {
     out
 }
 
+/// `t` in RFC 3339, UTC: `2024-05-01T12:34:56Z`, with milliseconds when it has some (how the CLI
+/// prints [`StreamRecord::approximate_creation_time`]).
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
+/// assert_eq!(dynamodb_stream::record::rfc3339(t), "2024-02-29T12:34:56.789Z");
+/// ```
+pub fn rfc3339(t: SystemTime) -> String {
+    let (year, month, day, h, m, sec, ms) = utc_parts(t);
+    let time = format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}");
+    match ms {
+        0 => format!("{time}Z"),
+        ms => format!("{time}.{ms:03}Z"),
+    }
+}
+
+/// Calendar date and time of day (UTC) of `t`: year, month, day, hours, minutes, seconds,
+/// milliseconds. Times before 1970 count as 1970-01-01.
+pub(crate) fn utc_parts(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = d.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    (
+        year,
+        month,
+        day,
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        d.subsec_millis(),
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 /// Milliseconds since the Unix epoch, for storage.
 pub(crate) fn system_time_to_millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -482,6 +562,19 @@ mod tests {
         ] {
             assert_eq!(base64_encode(i.as_bytes()), o);
         }
+    }
+
+    #[test]
+    fn rfc3339_renders_utc() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(4_102_444_799)),
+            "2099-12-31T23:59:59Z"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use dynamodb_stream::record::{item_to_json, Item};
 use dynamodb_stream::{RecordKind, StreamRecord};
@@ -91,36 +91,9 @@ pub(crate) fn record_json(shard_id: &str, record: &StreamRecord) -> Value {
     out
 }
 
-/// `t` in RFC 3339, UTC: `2024-05-01T12:34:56Z`, with milliseconds when it has some.
+/// `t` in RFC 3339, UTC (the library's rendering).
 pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = d.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    let time = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    );
-    match d.subsec_millis() {
-        0 => format!("{time}Z"),
-        ms => format!("{time}.{ms:03}Z"),
-    }
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    dynamodb_stream::record::rfc3339(t)
 }
 
 /// `1234567` → `1,234,567`.
@@ -149,6 +122,7 @@ pub(crate) fn clock(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn formats_dates() {
