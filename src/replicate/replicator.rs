@@ -911,7 +911,8 @@ impl Handler for ApplyHandler {
 fn to_change(record: StreamRecord) -> std::result::Result<SequencedChange, HandlerError> {
     let sequence_number = record.sequence_number().clone();
     let keys = record.keys().clone();
-    let change = match (&record.kind, record.new_image) {
+    let kind = record.kind().clone();
+    let change = match (&kind, record.into_new_image()) {
         (RecordKind::Remove { .. }, _) => ItemChange::Delete { keys },
         (_, Some(item)) => ItemChange::Put { keys, item },
         (RecordKind::Insert | RecordKind::Modify, None) => {
