@@ -1,4 +1,5 @@
-//! `ddbstream`: tail a DynamoDB stream, replicate a table to SQLite.
+//! `ddbstream`: tail a DynamoDB stream, replicate a table to SQLite, show where a consumer
+//! stands in a stream.
 //!
 //! Endpoint, region and credentials come from the AWS configuration chain (`AWS_ENDPOINT_URL`,
 //! `AWS_REGION`, `AWS_PROFILE`, environment credentials, SSO, ...); `--endpoint-url` and
@@ -10,6 +11,8 @@
 mod output;
 #[path = "ddbstream/replicate.rs"]
 mod replicate;
+#[path = "ddbstream/status.rs"]
+mod status;
 #[path = "ddbstream/tail.rs"]
 mod tail;
 
@@ -19,7 +22,7 @@ use std::process::ExitCode;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
-/// Tail a DynamoDB stream or keep a copy of a table in SQLite.
+/// Tail a DynamoDB stream, keep a copy of a table in SQLite, or show where a consumer stands.
 #[derive(Debug, Parser)]
 #[command(name = "ddbstream", version)]
 struct Cli {
@@ -42,6 +45,14 @@ enum Command {
     Tail(TailArgs),
     /// Copy a table into a SQLite file and keep it up to date from the table's stream.
     Replicate(ReplicateArgs),
+    /// Show a stream's shards as a lineage tree, and how far stored positions have read each.
+    ///
+    /// Positions come from a `tail` checkpoint file (--checkpoint) or a `replicate` database
+    /// (--db). Each shard is probed with one GetShardIterator (after the stored position) and
+    /// one GetRecords: caught up, behind (how many records on that page, the oldest's age), gap
+    /// risk (oldest unread older than 20 h), trimmed (records lost), or ended. Nothing is
+    /// written.
+    Status(StatusArgs),
 }
 
 /// Where `tail` starts on its first run.
@@ -98,6 +109,38 @@ struct ReplicateArgs {
     scan_page_limit: Option<u32>,
 }
 
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("stream").required(true).args(["table", "stream_arn"])))]
+#[command(group(ArgGroup::new("store").args(["checkpoint", "db"])))]
+struct StatusArgs {
+    /// The table whose stream to show.
+    #[arg(long)]
+    table: Option<String>,
+
+    /// The stream to show.
+    #[arg(long, value_name = "ARN")]
+    stream_arn: Option<String>,
+
+    /// Compare with the positions in this checkpoint file (`tail --checkpoint`, or a
+    /// FileCheckpointStore). Read only.
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+
+    /// Compare with the positions in this replica database (`replicate --db`). Opened read
+    /// only.
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
+
+    /// Whose positions to read [default: ddbstream-tail with --checkpoint, replicate with
+    /// --db].
+    #[arg(long, value_name = "NAME", requires = "store")]
+    application: Option<String>,
+
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -125,6 +168,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Tail(args) => tail::run(&config, args).await,
         Command::Replicate(args) => replicate::run(&config, args).await,
+        Command::Status(args) => status::run(&config, args).await,
     }
 }
 
