@@ -47,6 +47,34 @@ impl Default for RestartPolicy {
     }
 }
 
+/// How workers share a stream through a lease table (see
+/// [`ConsumerBuilder::leases`](crate::ConsumerBuilder::leases)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseConfig {
+    /// How long a lease stays valid without renewal: how long a crashed worker's shards wait
+    /// before others take them. Default 10 s.
+    pub lease_duration: Duration,
+    /// How often a worker renews its leases and rebalances. Must be well below
+    /// `lease_duration`. Default 3 s.
+    pub renew_interval: Duration,
+    /// The most leases one worker holds. Default: no limit.
+    pub max_leases_per_worker: usize,
+    /// The most leases a worker takes from busier workers per round, so balancing is gradual.
+    /// Default 1.
+    pub max_steals_per_round: usize,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            lease_duration: Duration::from_secs(10),
+            renew_interval: Duration::from_secs(3),
+            max_leases_per_worker: usize::MAX,
+            max_steals_per_round: 1,
+        }
+    }
+}
+
 /// Every knob of the consumer. Start from `ConsumerConfig::default()` and change what you need;
 /// [`ConsumerBuilder`](crate::ConsumerBuilder) has setters for the common ones.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +146,8 @@ pub struct ConsumerConfig {
     /// A parent that ended this long ago without any child found (on an enabled stream) is
     /// reported. Default 5 min.
     pub children_timeout: Duration,
+    /// Lease timing and balancing, when leases are used.
+    pub lease: LeaseConfig,
 }
 
 impl Default for ConsumerConfig {
@@ -147,6 +177,7 @@ impl Default for ConsumerConfig {
             stall_timeout: Duration::from_secs(120),
             handler_stuck_after: Duration::from_secs(60),
             children_timeout: Duration::from_secs(300),
+            lease: LeaseConfig::default(),
         }
     }
 }
@@ -175,6 +206,16 @@ impl ConsumerConfig {
         }
         if self.retry.as_ref().is_some_and(|r| r.max_attempts == 0) {
             return bad("retry.max_attempts must be at least 1");
+        }
+        if self.lease.renew_interval.is_zero()
+            || self.lease.renew_interval * 2 > self.lease.lease_duration
+        {
+            return bad(
+                "lease.renew_interval must be positive and at most half of lease.lease_duration",
+            );
+        }
+        if self.lease.max_leases_per_worker == 0 {
+            return bad("lease.max_leases_per_worker must be at least 1");
         }
         if self.restart.max_failures == 0 {
             return bad("restart.max_failures must be at least 1");

@@ -14,6 +14,7 @@ use crate::delivery::{FailureSink, KindFilter, RecordFilter, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::events::ConsumerEvent;
 use crate::handler::{handler_fn, DynHandler, Handler, HandlerFactory, ShardInfo};
+use crate::lease::LeaseStore;
 use crate::position::StartPosition;
 use crate::record::StreamRecord;
 use crate::source::StreamsApi;
@@ -90,6 +91,7 @@ impl Consumer {
             filter: RecordFilter::default(),
             failure_sink: None,
             meter: None,
+            leases: None,
         }
     }
 
@@ -205,6 +207,7 @@ pub struct ConsumerBuilder {
     filter: RecordFilter,
     failure_sink: Option<Arc<dyn FailureSink>>,
     meter: Option<opentelemetry::metrics::Meter>,
+    leases: Option<(Arc<dyn LeaseStore>, String)>,
 }
 
 impl std::fmt::Debug for ConsumerBuilder {
@@ -362,6 +365,18 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Share the stream with other workers through a lease table: each shard is processed by
+    /// the one worker holding its lease; workers take free and expired leases, balance by taking
+    /// gradually from busier workers, and hand leases back on shutdown. Positions are stored in
+    /// the lease table with every write fenced by the lease (a worker that lost a lease can never
+    /// move its checkpoint), so [`checkpoints`](Self::checkpoints) is not used. `worker_id` must
+    /// be unique among the workers (a host name plus process id will do). Timing and limits:
+    /// [`ConsumerConfig::lease`](crate::ConsumerConfig).
+    pub fn leases(mut self, store: impl LeaseStore, worker_id: impl Into<String>) -> Self {
+        self.leases = Some((Arc::new(store), worker_id.into()));
+        self
+    }
+
     /// Record metrics into `meter` (default: the global meter provider's `dynamodb-stream`
     /// meter, a no-op until the application installs a provider). Names: [`crate::telemetry::names`].
     pub fn meter(mut self, meter: opentelemetry::metrics::Meter) -> Self {
@@ -401,7 +416,22 @@ impl ConsumerBuilder {
             application: self.config.application_name.clone(),
             stream_arn: self.stream_arn.clone(),
         };
-        let stored = store.load(&key).await?;
+        // With leases the positions live in the lease table, read by the coordinator.
+        let stored = match &self.leases {
+            Some((_, worker)) if worker.is_empty() => {
+                return Err(Error::InvalidArgument(
+                    "the lease worker id must not be empty".into(),
+                ))
+            }
+            Some((leases, _)) => {
+                leases
+                    .ensure_table()
+                    .await
+                    .map_err(|e| Error::Runtime(format!("lease table: {e}")))?;
+                None
+            }
+            None => store.load(&key).await?,
+        };
         if let (Some(table), None) = (&self.table, &stored) {
             let table_prefix = self.stream_arn.split("/stream/").next().unwrap_or_default();
             let previous = store
@@ -443,6 +473,7 @@ impl ConsumerBuilder {
             factory,
             filter: self.filter,
             failure_sink: self.failure_sink,
+            leases: self.leases,
         });
         let outcome: Outcome = Arc::new(Mutex::new(None));
         let (ready, started) = tokio::sync::oneshot::channel();

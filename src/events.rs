@@ -81,6 +81,20 @@ pub enum ConsumerEvent {
     Unhealthy(crate::status::HealthProblem),
     /// A problem the watchdog had reported is gone.
     Recovered(crate::status::HealthProblem),
+    /// Lease mode: this worker took a shard's lease (from a busier worker when `stolen_from`).
+    LeaseAcquired {
+        /// The shard.
+        shard_id: String,
+        /// The worker it was taken from, when it was not free or expired.
+        stolen_from: Option<String>,
+    },
+    /// Lease mode: this worker lost a shard's lease (taken by another worker, or not renewed in
+    /// time). The shard stopped at once: no more handler calls, no checkpoint writes; calls in
+    /// flight were cancelled and their records will be delivered again by the new owner.
+    LeaseLost {
+        /// The shard.
+        shard_id: String,
+    },
     /// The stream no longer takes writes (disabled); the consumer stops once every shard ended.
     StreamDisabled,
     /// The consumer stopped; `error` is set when it stopped because of a failure.

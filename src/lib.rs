@@ -58,6 +58,7 @@ pub mod delivery;
 pub mod error;
 pub mod events;
 mod handler;
+pub mod lease;
 mod position;
 pub mod record;
 #[cfg(all(feature = "aws", feature = "sqlite"))]
@@ -67,7 +68,7 @@ pub mod source;
 pub mod status;
 pub mod telemetry;
 
-pub use config::{ConsumerConfig, GapPolicy, RestartPolicy};
+pub use config::{ConsumerConfig, GapPolicy, LeaseConfig, RestartPolicy};
 pub use consumer::{Consumer, ConsumerBuilder, EVENT_CAPACITY};
 pub use error::{DecodeError, Error, HandlerError, Result};
 pub use events::ConsumerEvent;

@@ -12,13 +12,19 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use super::Shared;
 use crate::checkpoint::{CheckpointStore, ShardCheckpoint, StreamKey};
 use crate::config::backoff;
-use crate::error::CheckpointError;
+use crate::error::{CheckpointError, CheckpointErrorKind};
+use crate::lease::{Lease, LeaseError, LeaseErrorKind, LeaseStore};
+use crate::record::system_time_to_millis;
 use crate::record::SequenceNumber;
 
 pub(crate) struct Checkpointer;
 
 pub(crate) struct CheckpointerArgs {
     pub(crate) shared: Arc<Shared>,
+    /// With leases, positions live in the lease table instead of `store`, and every write is
+    /// fenced by the lease counter.
+    pub(crate) leases: Option<LeaseBackend>,
+    pub(crate) coordinator: Option<ActorRef<super::coordinator::CoordinatorMsg>>,
     pub(crate) store: Arc<dyn CheckpointStore>,
     pub(crate) key: StreamKey,
     pub(crate) started_at_ms: u64,
@@ -43,10 +49,41 @@ pub(crate) enum CheckpointerMsg {
     },
     /// Write what is pending; answer when durable if asked.
     Flush(Option<RpcReplyPort<Result<(), CheckpointError>>>),
+    /// Lease mode: take this lease (as listed) for this worker.
+    Take {
+        lease: Lease,
+        reply: RpcReplyPort<Result<Lease, LeaseError>>,
+    },
+    /// Lease mode: write what is pending for these shards (all held when `None`), then give
+    /// their leases back.
+    Release {
+        shards: Option<Vec<String>>,
+        reply: RpcReplyPort<()>,
+    },
+    /// Lease mode: renew every held lease.
+    Renew,
+    /// Lease mode: the shards this worker holds.
+    Held(RpcReplyPort<Vec<String>>),
+}
+
+/// The lease side of the checkpointer: which leases this worker holds, and their fencing
+/// counters. Only the checkpointer writes leases, so the counter is never raced.
+pub(crate) struct LeaseBackend {
+    pub(crate) store: Arc<dyn LeaseStore>,
+    pub(crate) owner: String,
+    pub(crate) held: BTreeMap<String, HeldLease>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeldLease {
+    counter: u64,
+    expires_at_ms: u64,
 }
 
 pub(crate) struct CheckpointerState {
     shared: Arc<Shared>,
+    leases: Option<LeaseBackend>,
+    coordinator: Option<ActorRef<super::coordinator::CoordinatorMsg>>,
     store: Arc<dyn CheckpointStore>,
     key: StreamKey,
     started_at_ms: u64,
@@ -63,9 +100,132 @@ impl CheckpointerState {
     }
 
     /// Write everything dirty. A failed write keeps it dirty for the next attempt.
+    fn now_ms(&self) -> u64 {
+        system_time_to_millis(self.shared.api.wall_clock())
+    }
+
+    /// A lease is gone (taken by another worker, or not renewed in time): forget it, never
+    /// write for it again, and tell the coordinator to stop its shard at once.
+    fn lose(&mut self, shard_id: &str, why: &str) {
+        if let Some(leases) = self.leases.as_mut() {
+            if leases.held.remove(shard_id).is_some() {
+                tracing::warn!(shard = shard_id, why, "lease lost");
+                self.dirty.remove(shard_id);
+                if let Some(c) = &self.coordinator {
+                    let _ = c.cast(super::coordinator::CoordinatorMsg::LeaseLost(
+                        shard_id.to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Lease mode: write every dirty position of a held lease, fenced by its counter.
+    async fn flush_leases(&mut self) -> Result<(), CheckpointError> {
+        let Some(leases) = self.leases.as_ref() else {
+            return Ok(());
+        };
+        let (store, owner) = (leases.store.clone(), leases.owner.clone());
+        let dirty: Vec<_> = self
+            .dirty
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut first_error = None;
+        for (shard, cp) in dirty {
+            let Some(held) = self
+                .leases
+                .as_ref()
+                .and_then(|l| l.held.get(&shard).copied())
+            else {
+                // Not ours (any more): the position must not be written.
+                self.dirty.remove(&shard);
+                continue;
+            };
+            let started = tokio::time::Instant::now();
+            let result = store
+                .checkpoint(&self.key, &shard, &owner, held.counter, &cp)
+                .await;
+            self.shared
+                .metrics
+                .checkpoint_duration
+                .record(started.elapsed().as_secs_f64(), &[]);
+            match result {
+                Ok(counter) => {
+                    if let Some(h) = self.leases.as_mut().and_then(|l| l.held.get_mut(&shard)) {
+                        h.counter = counter;
+                    }
+                    if self.dirty.get(&shard) == Some(&cp) {
+                        self.dirty.remove(&shard);
+                    }
+                }
+                Err(e) if e.kind() == LeaseErrorKind::Conflict => {
+                    self.lose(&shard, "checkpoint refused")
+                }
+                Err(e) => {
+                    let kind = if e.is_retryable() {
+                        CheckpointErrorKind::Io
+                    } else {
+                        CheckpointErrorKind::Mismatch
+                    };
+                    first_error
+                        .get_or_insert(CheckpointError::new(kind, format!("lease table: {e}")));
+                }
+            }
+        }
+        match first_error {
+            None => {
+                self.failed_writes = 0;
+                Ok(())
+            }
+            Some(e) => {
+                self.failed_writes += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Renew every held lease; a refused or overdue renewal loses the lease.
+    async fn renew(&mut self) {
+        let Some(leases) = self.leases.as_ref() else {
+            return;
+        };
+        let (store, owner) = (leases.store.clone(), leases.owner.clone());
+        let held: Vec<_> = leases.held.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let duration = self.shared.config.lease.lease_duration.as_millis() as u64;
+        for (shard, h) in held {
+            let now = self.now_ms();
+            match store
+                .renew(&self.key, &shard, &owner, h.counter, now + duration)
+                .await
+            {
+                Ok(counter) => {
+                    if let Some(x) = self.leases.as_mut().and_then(|l| l.held.get_mut(&shard)) {
+                        x.counter = counter;
+                        x.expires_at_ms = now + duration;
+                    }
+                }
+                Err(e) if e.kind() == LeaseErrorKind::Conflict => {
+                    self.lose(&shard, "renewal refused")
+                }
+                Err(e) => {
+                    // Past its expiry another worker may hold it: stop rather than race.
+                    if self.now_ms() >= h.expires_at_ms {
+                        self.lose(&shard, "could not renew before expiry");
+                    } else {
+                        tracing::warn!(shard = %shard, error = %e, "lease renewal failed; retrying");
+                    }
+                }
+            }
+        }
+    }
+
     async fn flush(&mut self) -> Result<(), CheckpointError> {
         if self.dirty.is_empty() {
             return Ok(());
+        }
+        if self.leases.is_some() {
+            return self.flush_leases().await;
         }
         let updates: Vec<_> = self
             .dirty
@@ -110,10 +270,17 @@ impl Actor for Checkpointer {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: CheckpointerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        if args.leases.is_some() {
+            myself.send_after(args.shared.config.lease.renew_interval, || {
+                CheckpointerMsg::Renew
+            });
+        }
         Ok(CheckpointerState {
+            leases: args.leases,
+            coordinator: args.coordinator,
             shared: args.shared,
             store: args.store,
             key: args.key,
@@ -170,6 +337,76 @@ impl Actor for Checkpointer {
             }
             CheckpointerMsg::Get { shard_id, reply } => {
                 let _ = reply.send(state.current.get(&shard_id).cloned());
+            }
+            CheckpointerMsg::Take { lease, reply } => {
+                let result = match state.leases.as_ref() {
+                    None => Err(LeaseError::new(LeaseErrorKind::Fatal, "not in lease mode")),
+                    Some(l) => {
+                        let expires = state.now_ms()
+                            + state.shared.config.lease.lease_duration.as_millis() as u64;
+                        let (store, owner) = (l.store.clone(), l.owner.clone());
+                        store
+                            .take(&state.key, &lease.shard_id, lease.counter, &owner, expires)
+                            .await
+                    }
+                };
+                if let (Ok(taken), Some(l)) = (&result, state.leases.as_mut()) {
+                    l.held.insert(
+                        taken.shard_id.clone(),
+                        HeldLease {
+                            counter: taken.counter,
+                            expires_at_ms: taken.expires_at_ms,
+                        },
+                    );
+                    // The lease table is the authority on where the shard stands.
+                    match &taken.checkpoint {
+                        Some(cp) => {
+                            state.current.insert(taken.shard_id.clone(), cp.clone());
+                        }
+                        None => {
+                            state.current.remove(&taken.shard_id);
+                        }
+                    }
+                    state.dirty.remove(&taken.shard_id);
+                }
+                let _ = reply.send(result);
+            }
+            CheckpointerMsg::Release { shards, reply } => {
+                if let Err(e) = state.flush().await {
+                    tracing::warn!(error = %e, "final checkpoint before releasing leases failed");
+                }
+                if let Some(l) = state.leases.as_ref() {
+                    let (store, owner) = (l.store.clone(), l.owner.clone());
+                    let held: Vec<_> = l
+                        .held
+                        .iter()
+                        .filter(|(k, _)| shards.as_ref().is_none_or(|s| s.contains(k)))
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect();
+                    for (shard, h) in held {
+                        if let Err(e) = store.release(&state.key, &shard, &owner, h.counter).await {
+                            tracing::warn!(shard = %shard, error = %e, "releasing a lease failed; it will expire");
+                        }
+                        if let Some(l) = state.leases.as_mut() {
+                            l.held.remove(&shard);
+                        }
+                    }
+                }
+                let _ = reply.send(());
+            }
+            CheckpointerMsg::Renew => {
+                state.renew().await;
+                myself.send_after(state.shared.config.lease.renew_interval, || {
+                    CheckpointerMsg::Renew
+                });
+            }
+            CheckpointerMsg::Held(reply) => {
+                let held = state
+                    .leases
+                    .as_ref()
+                    .map(|l| l.held.keys().cloned().collect())
+                    .unwrap_or_default();
+                let _ = reply.send(held);
             }
             CheckpointerMsg::Flush(reply) => {
                 state.flush_scheduled = false;

@@ -18,7 +18,7 @@ use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::time::Instant;
 
-use super::checkpointer::{Checkpointer, CheckpointerArgs, CheckpointerMsg};
+use super::checkpointer::{Checkpointer, CheckpointerArgs, CheckpointerMsg, LeaseBackend};
 use super::worker::{ShardWorker, WorkerArgs, WorkerMsg};
 use super::{call, exit, Outcome, Shared};
 use crate::checkpoint::{CheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey};
@@ -56,6 +56,10 @@ pub(crate) enum CoordinatorMsg {
     Shutdown(RpcReplyPort<()>),
     /// Look for stalled shards, stuck handlers and missing children.
     Watchdog,
+    /// Lease mode: take, steal and balance leases.
+    Balance,
+    /// Lease mode: the checkpointer lost this shard's lease.
+    LeaseLost(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +73,8 @@ enum Run {
     Quarantined,
     /// Stopped by a gap.
     Stopped,
+    /// Lease mode: another worker holds (or may take) its lease.
+    Unowned,
 }
 
 struct Entry {
@@ -263,7 +269,14 @@ impl CoordinatorState {
                         shard.shard_id.clone(),
                         Entry {
                             shard,
-                            run: if stored_end { Run::Ended } else { Run::Pending },
+                            run: if stored_end {
+                                Run::Ended
+                            } else if self.shared.leases.is_some() {
+                                // Read only once this worker holds its lease.
+                                Run::Unowned
+                            } else {
+                                Run::Pending
+                            },
                             failures: VecDeque::new(),
                             listed: true,
                         },
@@ -303,6 +316,11 @@ impl CoordinatorState {
 
     /// Whether a shard's parent allows it to start (I2).
     fn parent_done(&self, shard: &Shard) -> bool {
+        // With leases, lineage is checked against the lease table when a lease is taken
+        // (another worker may have ended the parent).
+        if self.shared.leases.is_some() {
+            return true;
+        }
         let Some(parent) = &shard.parent_shard_id else {
             return true;
         };
@@ -418,6 +436,10 @@ impl CoordinatorState {
         let Some(entry) = self.shards.get_mut(shard_id) else {
             return Ok(());
         };
+        // Stopped because its lease was lost: not a failure, and not ours to restart.
+        if entry.run == Run::Unowned {
+            return Ok(());
+        }
         let now = Instant::now();
         entry.failures.push_back(now);
         while entry
@@ -598,6 +620,249 @@ impl CoordinatorState {
         Ok(())
     }
 
+    /// Lease mode, first discovery: create leases for every listed shard; on the very first start
+    /// of the application on the stream (no leases yet), bookmark the start position in them.
+    async fn lease_setup(&mut self) -> Result<(), ActorProcessingErr> {
+        let Some((store, _)) = self.shared.leases.clone() else {
+            return Ok(());
+        };
+        let existing = store
+            .list(&self.key)
+            .await
+            .map_err(|e| format!("listing leases: {e}"))?;
+        let first_start = existing.is_empty();
+        let shards: Vec<Shard> = self.shards.values().map(|e| e.shard.clone()).collect();
+        self.create_leases(&shards).await?;
+        if first_start && self.shared.config.start_position == crate::StartPosition::Latest {
+            let since = system_time_to_millis(self.shared.api.wall_clock());
+            let leases = store
+                .list(&self.key)
+                .await
+                .map_err(|e| format!("listing leases: {e}"))?;
+            let checkpointer = self.checkpointer()?.clone();
+            for (id, cp) in initial_checkpoints(&shards, crate::StartPosition::Latest, since) {
+                let Some(lease) = leases
+                    .iter()
+                    .find(|l| l.shard_id == id && l.checkpoint.is_none())
+                else {
+                    continue;
+                };
+                // Another worker starting at the same moment may win the lease: fine, it writes
+                // the same kind of bookmark.
+                let lease = lease.clone();
+                let taken = call(
+                    &checkpointer,
+                    |reply| CheckpointerMsg::Take { lease, reply },
+                    Duration::from_secs(60),
+                )
+                .await?;
+                if taken.is_err() {
+                    continue;
+                }
+                let updates = vec![(id.clone(), cp)];
+                call(
+                    &checkpointer,
+                    |reply| CheckpointerMsg::Save { updates, reply },
+                    Duration::from_secs(60),
+                )
+                .await?
+                .map_err(|e| format!("bookmarking {id}: {e}"))?;
+                let shards = Some(vec![id]);
+                call(
+                    &checkpointer,
+                    |reply| CheckpointerMsg::Release { shards, reply },
+                    Duration::from_secs(60),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lease mode: a lease per shard (conditional on absence: other workers do the same).
+    async fn create_leases(&self, shards: &[Shard]) -> Result<(), ActorProcessingErr> {
+        let Some((store, _)) = &self.shared.leases else {
+            return Ok(());
+        };
+        for s in shards {
+            let parents: Vec<String> = s.parent_shard_id.iter().cloned().collect();
+            let mut attempt = 0;
+            loop {
+                match store.create(&self.key, &s.shard_id, &parents).await {
+                    Ok(_) => break,
+                    Err(e) if e.is_retryable() && attempt < 10 => {
+                        let c = &self.shared.config;
+                        tokio::time::sleep(backoff(c.retry_backoff, c.max_retry_backoff, attempt))
+                            .await;
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        return Err(format!("creating the lease of {}: {e}", s.shard_id).into())
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lease mode: take free and expired leases whose parents have ended, up to a fair share,
+    /// and take gradually from busier workers; start the shards taken.
+    async fn balance(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some((store, me)) = self.shared.leases.clone() else {
+            return Ok(());
+        };
+        if self.stopping {
+            return Ok(());
+        }
+        let leases = match store.list(&self.key).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing leases failed; balancing next round");
+                return Ok(());
+            }
+        };
+        let checkpointer = self.checkpointer()?.clone();
+        let held: HashSet<String> = call(
+            &checkpointer,
+            CheckpointerMsg::Held,
+            Duration::from_secs(30),
+        )
+        .await?
+        .into_iter()
+        .collect();
+        let now = system_time_to_millis(self.shared.api.wall_clock());
+        let by_id: HashMap<&str, &crate::lease::Lease> =
+            leases.iter().map(|l| (l.shard_id.as_str(), l)).collect();
+        let ended = |l: &crate::lease::Lease| matches!(l.checkpoint, Some(ShardCheckpoint::Ended));
+        // Shards ended by any worker are ended here too (lineage, status, completion).
+        for l in leases.iter().filter(|l| ended(l)) {
+            if let Some(e) = self.shards.get_mut(&l.shard_id) {
+                if e.run == Run::Unowned {
+                    e.run = Run::Ended;
+                    self.show(&l.shard_id, ShardState::Ended, None);
+                }
+            }
+        }
+        let active: Vec<&crate::lease::Lease> = leases.iter().filter(|l| !ended(l)).collect();
+        let live = |l: &crate::lease::Lease| l.owner.is_some() && l.expires_at_ms > now;
+        let mut load: HashMap<String, usize> = HashMap::new();
+        for l in active.iter().filter(|l| live(l)) {
+            if let Some(o) = &l.owner {
+                *load.entry(o.clone()).or_default() += 1;
+            }
+        }
+        load.insert(
+            me.clone(),
+            held.iter()
+                .filter(|s| by_id.get(s.as_str()).is_some_and(|l| !ended(l)))
+                .count(),
+        );
+        let workers = load.len().max(1);
+        let cfg = &self.shared.config.lease;
+        let target = active
+            .len()
+            .div_ceil(workers)
+            .min(cfg.max_leases_per_worker);
+        let mine = load.get(&me).copied().unwrap_or(0);
+        if mine >= target {
+            return Ok(());
+        }
+        let parents_done = |l: &crate::lease::Lease| {
+            l.parent_shard_ids
+                .iter()
+                .all(|p| by_id.get(p.as_str()).is_none_or(|pl| ended(pl)))
+        };
+        let mut candidates: Vec<&crate::lease::Lease> = active
+            .iter()
+            .copied()
+            .filter(|l| !held.contains(&l.shard_id) && !live(l) && parents_done(l))
+            .filter(|l| self.shards.contains_key(&l.shard_id))
+            .collect();
+        // Free leases first, then the longest expired.
+        candidates.sort_by_key(|l| (l.owner.is_some(), l.expires_at_ms));
+        let mut wanted = target - mine;
+        let mut takes: Vec<(crate::lease::Lease, Option<String>)> = candidates
+            .into_iter()
+            .take(wanted)
+            .map(|l| (l.clone(), None))
+            .collect();
+        wanted -= takes.len();
+        if wanted > 0 {
+            // Steal, gradually, from the busiest workers above the fair share.
+            let mut steals = 0;
+            let mut owners: Vec<(String, usize)> = load
+                .iter()
+                .filter(|(o, n)| **o != me && **n > target)
+                .map(|(o, n)| (o.clone(), *n))
+                .collect();
+            owners.sort_by_key(|o| std::cmp::Reverse(o.1));
+            for (owner, _) in owners {
+                if steals >= cfg.max_steals_per_round.min(wanted) {
+                    break;
+                }
+                if let Some(l) = active.iter().find(|l| {
+                    l.owner.as_deref() == Some(owner.as_str())
+                        && live(l)
+                        && self.shards.contains_key(&l.shard_id)
+                }) {
+                    takes.push(((*l).clone(), Some(owner)));
+                    steals += 1;
+                }
+            }
+        }
+        for (lease, stolen_from) in takes {
+            let shard_id = lease.shard_id.clone();
+            match call(
+                &checkpointer,
+                |reply| CheckpointerMsg::Take { lease, reply },
+                Duration::from_secs(30),
+            )
+            .await?
+            {
+                Ok(_) => {
+                    tracing::info!(shard = %shard_id, ?stolen_from, "lease acquired");
+                    self.shared.emit(ConsumerEvent::LeaseAcquired {
+                        shard_id: shard_id.clone(),
+                        stolen_from,
+                    });
+                    if let Some(e) = self.shards.get_mut(&shard_id) {
+                        e.run = Run::Pending;
+                        e.failures.clear();
+                    }
+                }
+                // Someone else was faster: fine, next round.
+                Err(e) => tracing::debug!(shard = %shard_id, error = %e, "lease not taken"),
+            }
+        }
+        self.start_ready(myself).await
+    }
+
+    /// Lease mode: the lease is gone; stop the shard at once (no drain: nothing more may be
+    /// handled or written for it).
+    fn lease_lost(&mut self, shard_id: &str) {
+        if let Some(e) = self.shards.get_mut(shard_id) {
+            if matches!(e.run, Run::Ended) {
+                return;
+            }
+            e.run = Run::Unowned;
+        }
+        let worker = self
+            .workers
+            .iter()
+            .find(|(_, (s, _))| s == shard_id)
+            .map(|(id, (_, w))| (*id, w.clone()));
+        if let Some((_, w)) = worker {
+            w.kill();
+        }
+        self.shared.board.remove(shard_id);
+        self.shared.emit(ConsumerEvent::LeaseLost {
+            shard_id: shard_id.to_owned(),
+        });
+    }
+
     /// A `LATEST` iterator, retrying transient errors (the first start cannot go on without it).
     async fn latest_iterator(&self, shard_id: &str) -> Result<String, ActorProcessingErr> {
         let mut attempt = 0;
@@ -667,7 +932,26 @@ impl CoordinatorState {
             }
         };
         self.discover_failures = 0;
-        self.merge(description.shards, true);
+        let new = self.merge(description.shards, true);
+        if self.shared.leases.is_some() {
+            if !self.validated {
+                self.validated = true;
+                if let Err(e) = self.lease_setup().await {
+                    self.fail(myself, Error::Runtime(format!("lease table: {e}")));
+                    return Ok(());
+                }
+                myself.send_after(self.shared.config.lease.renew_interval, || {
+                    CoordinatorMsg::Balance
+                });
+            } else {
+                let shards: Vec<Shard> = new
+                    .iter()
+                    .filter_map(|id| self.shards.get(id).map(|e| e.shard.clone()))
+                    .collect();
+                self.create_leases(&shards).await?;
+            }
+            self.balance(myself).await?;
+        }
         if !self.validated {
             self.validated = true;
             if self.stored.is_none() {
@@ -730,7 +1014,16 @@ impl CoordinatorState {
                     .into_iter()
                     .filter(|s| s.parent_shard_id.as_deref() == Some(parent.as_str()))
                     .collect();
-                self.merge(children, false);
+                let new = self.merge(children, false);
+                if self.shared.leases.is_some() && !new.is_empty() {
+                    let shards: Vec<Shard> = new
+                        .iter()
+                        .filter_map(|id| self.shards.get(id).map(|e| e.shard.clone()))
+                        .collect();
+                    self.create_leases(&shards).await?;
+                    // The children may be ready now: take them without waiting for the round.
+                    self.balance(myself).await?;
+                }
             }
             // The periodic discovery will find the children; nothing is lost by waiting.
             Err(e) => tracing::debug!(error = %e, %parent, "child shard lookup failed"),
@@ -760,6 +1053,21 @@ impl CoordinatorState {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => self.record_error(Error::Checkpoint(e)),
                 Err(e) => self.record_error(Error::Runtime(format!("final checkpoint: {e}"))),
+            }
+        }
+        if self.shared.leases.is_some() {
+            if let Some(cp) = &self.checkpointer {
+                // After the final checkpoint: hand every lease back so other workers take over
+                // at once instead of waiting for expiry.
+                let _ = call(
+                    cp,
+                    |reply| CheckpointerMsg::Release {
+                        shards: None,
+                        reply,
+                    },
+                    Duration::from_secs(60),
+                )
+                .await;
             }
         }
         let error = self
@@ -831,6 +1139,16 @@ impl Actor for Coordinator {
             Checkpointer,
             CheckpointerArgs {
                 shared: state.shared.clone(),
+                leases: state
+                    .shared
+                    .leases
+                    .as_ref()
+                    .map(|(store, owner)| LeaseBackend {
+                        store: store.clone(),
+                        owner: owner.clone(),
+                        held: BTreeMap::new(),
+                    }),
+                coordinator: Some(myself.clone()),
                 store: state.store.clone(),
                 key: state.key.clone(),
                 started_at_ms: state.started_at_ms,
@@ -885,6 +1203,15 @@ impl Actor for Coordinator {
                 state.show(&shard_id, ShardState::Stopped, Some(&reason));
                 state.fail(&myself, Error::Gap { shard_id, reason });
             }
+            CoordinatorMsg::Balance => {
+                if !state.stopping {
+                    state.balance(&myself).await?;
+                    myself.send_after(state.shared.config.lease.renew_interval, || {
+                        CoordinatorMsg::Balance
+                    });
+                }
+            }
+            CoordinatorMsg::LeaseLost(shard_id) => state.lease_lost(&shard_id),
             CoordinatorMsg::Watchdog => {
                 if !state.stopping {
                     state.watchdog();
@@ -931,6 +1258,17 @@ impl Actor for Coordinator {
                     if ended {
                         if let Some(e) = state.shards.get_mut(&shard_id) {
                             e.run = Run::Ended;
+                        }
+                        if state.shared.leases.is_some() {
+                            // Its end is checkpointed (fenced): hand the lease back so it no
+                            // longer counts towards this worker's share.
+                            if let Some(cp) = &state.checkpointer {
+                                let (tx, _rx) = tokio::sync::oneshot::channel();
+                                let _ = cp.cast(CheckpointerMsg::Release {
+                                    shards: Some(vec![shard_id.clone()]),
+                                    reply: tx.into(),
+                                });
+                            }
                         }
                         state.show(&shard_id, ShardState::Ended, None);
                         state.shared.emit(ConsumerEvent::ShardEnded {

@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) failure_sink: Option<Arc<dyn FailureSink>>,
     pub(crate) board: Arc<StatusBoard>,
     pub(crate) metrics: Metrics,
+    /// Lease mode: the lease table and this worker's id.
+    pub(crate) leases: Option<(Arc<dyn crate::lease::LeaseStore>, String)>,
 }
 
 impl Shared {

@@ -20,7 +20,7 @@ mod i6_bounded;
 mod i7_polite;
 mod i8_supervision;
 mod i9_shutdown;
+mod l1_leases;
 mod o1_metrics;
 mod o2_watchdog;
-mod o3_tracing;
 mod randomized;

@@ -1,5 +1,11 @@
 //! Tracing: discovery, polls, handler calls and checkpoints are spans carrying `stream`, `shard`
 //! and `sequence_number` fields; item contents never reach the logs, even at TRACE level.
+//!
+//! Its own test binary: tracing caches callsite interest process-wide, so a subscriber set for
+//! one test races tests running without one in the same process.
+
+#[path = "../sim/common.rs"]
+mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -10,7 +16,7 @@ use dynamodb_stream::record::{AttributeValue, Item};
 use dynamodb_stream::sim::Simulator;
 use tracing_subscriber::fmt::format::FmtSpan;
 
-use crate::common::{periodic_check, start, Log};
+use common::{periodic_check, start, Log};
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
