@@ -80,8 +80,22 @@ struct TailArgs {
     from: StartFrom,
 
     /// Keep positions in this JSON file, so a restart resumes after the last printed record.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "lease_table")]
     checkpoint: Option<PathBuf>,
+
+    /// Share the stream with other `tail` processes through this DynamoDB lease table (created
+    /// if missing): each prints the shards it holds; positions are kept in the table.
+    #[arg(long, value_name = "TABLE")]
+    lease_table: Option<String>,
+
+    /// This worker's id in the lease table [default: host name and process id].
+    #[arg(long, value_name = "ID", requires = "lease_table")]
+    worker_id: Option<String>,
+
+    /// How long a lease lasts without renewal: how long a crashed worker's shards wait.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, requires = "lease_table",
+          value_parser = clap::value_parser!(u64).range(2..=3600))]
+    lease_duration: u64,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ mod cli_replicate_once;
 mod cli_status;
 mod cli_tail;
 mod cli_tail_broken_pipe;
+mod cli_tail_leases;
 mod replica_bad_tables;
 mod replica_crash_resume;
 mod replica_equals_scan;

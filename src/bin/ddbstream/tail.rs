@@ -7,6 +7,7 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use dynamodb_stream::checkpoint::FileCheckpointStore;
 use dynamodb_stream::events::GapAction;
+use dynamodb_stream::lease::DynamoDbLeaseStore;
 use dynamodb_stream::{Batch, Consumer, ConsumerEvent, HandlerError, StartPosition};
 use tokio::sync::{broadcast, Notify};
 
@@ -78,6 +79,15 @@ pub(crate) async fn run(aws: &SdkConfig, args: TailArgs) -> Result<(), String> {
     if let Some(path) = &args.checkpoint {
         builder = builder.checkpoints(FileCheckpointStore::new(path));
     }
+    if let Some(table) = &args.lease_table {
+        let worker = args.worker_id.clone().unwrap_or_else(default_worker_id);
+        let store = DynamoDbLeaseStore::new(aws_sdk_dynamodb::Client::new(aws), table.clone());
+        let duration = std::time::Duration::from_secs(args.lease_duration);
+        builder = builder.leases(store, worker).configure(|c| {
+            c.lease.lease_duration = duration;
+            c.lease.renew_interval = duration / 3;
+        });
+    }
     let events = builder.events();
     let mut consumer = builder.spawn().await.map_err(describe)?;
     let from = match args.from {
@@ -110,6 +120,16 @@ pub(crate) async fn run(aws: &SdkConfig, args: TailArgs) -> Result<(), String> {
             r.map_err(describe)
         }
     }
+}
+
+/// A worker id unique on this machine: the host name and the process id.
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Log what the consumer reports, one line each, on stderr.
@@ -157,6 +177,16 @@ pub(crate) fn event_line(event: &ConsumerEvent) -> Option<String> {
             }
         ),
         ConsumerEvent::StreamDisabled => "ddbstream: the stream was disabled".to_owned(),
+        ConsumerEvent::LeaseAcquired {
+            shard_id,
+            stolen_from,
+        } => match stolen_from {
+            Some(from) => format!("ddbstream: took the lease of {shard_id} from {from}"),
+            None => format!("ddbstream: took the lease of {shard_id}"),
+        },
+        ConsumerEvent::LeaseLost { shard_id } => {
+            format!("ddbstream: lost the lease of {shard_id}; another worker reads it now")
+        }
         _ => return None,
     })
 }

@@ -1,0 +1,236 @@
+//! Several `ddbstream tail` processes share one stream through a DynamoDB lease table on
+//! DynamoDB Local: a SIGKILLed worker's shard is taken over within about a lease duration; a
+//! SIGTERMed worker hands its lease back and another takes it without waiting for expiry; a
+//! newcomer joins; every record is printed by some worker (at-least-once across failovers).
+//!
+//! DynamoDB Local keeps one open shard per stream, so balancing across many shards is proven on
+//! the simulator (tests/sim/l1_leases.rs); this test proves the real processes, the real lease
+//! table and its conditional writes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::StreamViewType;
+use serde_json::Value;
+
+use crate::common::{ddbstream, item, Lines, Running};
+use crate::ddb_local::{clients, create_table, TestClients};
+
+const LEASE_SECONDS: u64 = 6;
+
+struct Worker {
+    name: String,
+    process: Running,
+    out: Lines,
+    err: Lines,
+}
+
+fn start(c: &TestClients, name: &str) -> Worker {
+    let mut cmd = ddbstream(c);
+    cmd.args([
+        "tail",
+        "--table",
+        "orders",
+        "--from",
+        "trim-horizon",
+        "--lease-table",
+        "leases",
+    ])
+    .args([
+        "--worker-id",
+        name,
+        "--lease-duration",
+        &LEASE_SECONDS.to_string(),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut process = Running::spawn(cmd);
+    let out = Lines::new(process.child.stdout.take().expect("stdout"));
+    let err = Lines::new(process.child.stderr.take().expect("stderr"));
+    Worker {
+        name: name.to_owned(),
+        process,
+        out,
+        err,
+    }
+}
+
+/// (worker, when seen, key, version) of every printed record.
+type Seen = Vec<(String, Instant, String, u64)>;
+
+fn collect(workers: &[Worker], seen: &mut Seen, stderr: &mut HashMap<String, String>) {
+    for w in workers {
+        for line in w.out.drain() {
+            let v: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            let key = v["keys"]["pk"].as_str().unwrap_or_default().to_owned();
+            let version = v["newImage"]["v"]
+                .as_u64()
+                .or_else(|| v["newImage"]["v"].as_str().and_then(|s| s.parse().ok()));
+            if let Some(version) = version {
+                seen.push((w.name.clone(), Instant::now(), key, version));
+            }
+        }
+        let e = stderr.entry(w.name.clone()).or_default();
+        for line in w.err.drain() {
+            e.push_str(&line);
+            e.push('\n');
+        }
+    }
+}
+
+/// The worker that printed a record after `since` and is not `except`.
+fn printer_since(seen: &Seen, since: Instant, except: &[&str]) -> Option<String> {
+    seen.iter()
+        .find(|(w, t, _, _)| *t > since && !except.contains(&w.as_str()))
+        .map(|(w, _, _, _)| w.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tails_share_a_stream_fail_over_and_hand_off() {
+    let c = clients("clileases");
+    create_table(&c, "orders", StreamViewType::NewAndOldImages).await;
+    let mut workers = vec![start(&c, "w1"), start(&c, "w2"), start(&c, "w3")];
+
+    // A writer putting new versions of 40 items until told to stop (same namespace: the same
+    // client).
+    let written: Arc<Mutex<BTreeSet<(String, u64)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (dynamodb, written, stop) = (c.dynamodb.clone(), written.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let (id, version) = ((n % 40) as u32, n / 40 + 1);
+                let it = item(id, version);
+                dynamodb
+                    .put_item()
+                    .table_name("orders")
+                    .set_item(Some(crate::common::to_sdk(&it)))
+                    .send()
+                    .await
+                    .expect("put");
+                written
+                    .lock()
+                    .unwrap()
+                    .insert((format!("item-{id:05}"), version));
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    };
+
+    let mut seen: Seen = Vec::new();
+    let mut stderr: HashMap<String, String> = HashMap::new();
+    let t0 = Instant::now();
+    let owner = loop {
+        collect(&workers, &mut seen, &mut stderr);
+        if let Some(w) = printer_since(&seen, t0, &[]) {
+            break w;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "nobody printed: {stderr:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        seen.iter().all(|(w, ..)| *w == owner),
+        "one open shard, one reader"
+    );
+
+    // SIGKILL the owner: its lease expires and another worker takes the shard over.
+    let killed_at = Instant::now();
+    workers
+        .iter_mut()
+        .find(|w| w.name == owner)
+        .expect("owner")
+        .process
+        .kill_hard();
+    let second = loop {
+        collect(&workers, &mut seen, &mut stderr);
+        if let Some(w) = printer_since(&seen, killed_at, &[&owner]) {
+            break w;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(60),
+            "no takeover: {stderr:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let takeover = killed_at.elapsed();
+    assert!(
+        takeover < Duration::from_secs(LEASE_SECONDS * 2 + 4),
+        "takeover took {takeover:?} with {LEASE_SECONDS} s leases"
+    );
+
+    // SIGTERM the new owner: it hands the lease back; the last worker takes it at once.
+    let handed_at = Instant::now();
+    let w = workers
+        .iter_mut()
+        .find(|w| w.name == second)
+        .expect("second owner");
+    w.process.terminate();
+    let status = w.process.wait(Duration::from_secs(60)).await;
+    assert!(status.success(), "a SIGTERMed tail exits 0: {status:?}");
+    let third = loop {
+        collect(&workers, &mut seen, &mut stderr);
+        if let Some(w) = printer_since(&seen, handed_at, &[&owner, &second]) {
+            break w;
+        }
+        assert!(
+            handed_at.elapsed() < Duration::from_secs(60),
+            "no handoff: {stderr:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let handoff = handed_at.elapsed();
+    assert!(
+        handoff < Duration::from_secs(LEASE_SECONDS),
+        "handoff took {handoff:?}: it waited for the {LEASE_SECONDS} s lease to expire"
+    );
+    assert!(
+        stderr
+            .get(&third)
+            .is_some_and(|e| e.contains("took the lease")),
+        "the new owner says so: {stderr:?}"
+    );
+
+    // A newcomer joins without disturbing anything.
+    workers.push(start(&c, "w4"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    stop.store(true, Ordering::SeqCst);
+    writer.await.expect("writer");
+    let expected = written.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        collect(&workers, &mut seen, &mut stderr);
+        let printed: BTreeSet<(String, u64)> =
+            seen.iter().map(|(_, _, k, v)| (k.clone(), *v)).collect();
+        if expected.is_subset(&printed) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "records lost: {} missing",
+            expected.difference(&printed).count()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for w in workers
+        .iter_mut()
+        .filter(|w| w.name != owner && w.name != second)
+    {
+        w.process.terminate();
+        assert!(w.process.wait(Duration::from_secs(60)).await.success());
+    }
+    eprintln!(
+        "takeover after SIGKILL: {takeover:?}; handoff after SIGTERM: {handoff:?}; {} records written, {} printed",
+        expected.len(),
+        seen.len()
+    );
+}
