@@ -158,6 +158,14 @@ pub trait Handler: Send + 'static {
         let _ = shard;
         async {}
     }
+
+    /// With leases: another worker now owns the shard. Called after a call in progress returned;
+    /// no more batches follow and nothing more is checkpointed for this shard. Batches handled
+    /// since the last checkpoint will be delivered again to the new owner.
+    fn on_lease_lost(&mut self, shard: &ShardInfo) -> impl Future<Output = ()> + Send {
+        let _ = shard;
+        async {}
+    }
 }
 
 /// A handler made from a closure: see
@@ -204,6 +212,7 @@ pub(crate) trait DynHandler: Send + 'static {
         shard: &'a ShardInfo,
     ) -> BoxFuture<'a, Result<(), HandlerError>>;
     fn on_shutdown<'a>(&'a mut self, shard: &'a ShardInfo) -> BoxFuture<'a, ()>;
+    fn on_lease_lost<'a>(&'a mut self, shard: &'a ShardInfo) -> BoxFuture<'a, ()>;
 }
 
 impl<H: Handler> DynHandler for H {
@@ -224,6 +233,9 @@ impl<H: Handler> DynHandler for H {
     }
     fn on_shutdown<'a>(&'a mut self, shard: &'a ShardInfo) -> BoxFuture<'a, ()> {
         Box::pin(Handler::on_shutdown(self, shard))
+    }
+    fn on_lease_lost<'a>(&'a mut self, shard: &'a ShardInfo) -> BoxFuture<'a, ()> {
+        Box::pin(Handler::on_lease_lost(self, shard))
     }
 }
 

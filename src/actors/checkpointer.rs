@@ -321,6 +321,20 @@ impl Actor for Checkpointer {
                 }
             }
             CheckpointerMsg::Save { updates, reply } => {
+                // With leases only held shards may be written: saying "durable" for one whose
+                // lease is gone would let its end (and so its children) be assumed.
+                if let Some(l) = &state.leases {
+                    if let Some((shard, _)) = updates
+                        .iter()
+                        .find(|(shard, _)| !l.held.contains_key(shard))
+                    {
+                        let _ = reply.send(Err(CheckpointError::new(
+                            CheckpointErrorKind::Mismatch,
+                            format!("the lease of shard {shard} is not held by this worker"),
+                        )));
+                        return Ok(());
+                    }
+                }
                 for (shard, cp) in updates {
                     state.record(shard, cp);
                 }

@@ -851,11 +851,19 @@ impl CoordinatorState {
         }
         let worker = self
             .workers
-            .iter()
-            .find(|(_, (s, _))| s == shard_id)
-            .map(|(id, (_, w))| (*id, w.clone()));
-        if let Some((_, w)) = worker {
-            w.kill();
+            .values()
+            .find(|(s, _)| s == shard_id)
+            .map(|(_, w)| w.clone());
+        if let Some(w) = worker {
+            // Stops intake at once and tells the handler once a running call returned; nothing
+            // it does can be checkpointed any more (the checkpointer dropped the lease).
+            let _ = w.cast(WorkerMsg::LeaseLost);
+            // A handler that never returns must not keep the shard: kill it after the timeout.
+            let grace = self.shared.config.handler_timeout + Duration::from_secs(10);
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                w.kill();
+            });
         }
         self.shared.board.remove(shard_id);
         self.shared.emit(ConsumerEvent::LeaseLost {
@@ -1244,7 +1252,10 @@ impl Actor for Coordinator {
                     .and_then(|r| r.strip_prefix(exit::QUARANTINE))
                     .map(str::to_owned);
                 let failure = match reason.as_deref() {
-                    Some(exit::ENDED) | Some(exit::GAP) | Some(exit::DRAINED) => None,
+                    Some(exit::ENDED)
+                    | Some(exit::GAP)
+                    | Some(exit::DRAINED)
+                    | Some(exit::LEASE_LOST) => None,
                     _ if quarantined.is_some() => None,
                     other => Some(format!(
                         "stopped unexpectedly ({})",

@@ -46,6 +46,8 @@ pub(crate) enum HandlerMsg {
     FlushWindow(u64),
     End(RpcReplyPort<Result<(), String>>),
     Shutdown(RpcReplyPort<()>),
+    /// The lease is gone: skip queued work, let a running call finish, call `on_lease_lost`.
+    LeaseLost(RpcReplyPort<()>),
 }
 
 enum LaneMsg {
@@ -55,6 +57,7 @@ enum LaneMsg {
     },
     End(oneshot::Sender<Result<(), String>>),
     Shutdown(oneshot::Sender<()>),
+    LeaseLost(oneshot::Sender<()>),
 }
 
 /// Aborts the lane tasks when the stage goes away — also when it is killed (a crash or a
@@ -80,6 +83,7 @@ pub(crate) struct HandlerState {
     window_generation: u64,
     window_armed: bool,
     failed: bool,
+    abandoned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Whether the shard worker may hand over another page, with `pages` pages of `records`
@@ -141,6 +145,9 @@ async fn run_lane(
     while let Some(msg) = rx.recv().await {
         match msg {
             LaneMsg::Work { mut ids, records } => {
+                if lane.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
                 let outcome = lane.deliver(records).await;
                 ids.truncate(outcome.finished);
                 let stop = outcome.fatal.is_some();
@@ -161,6 +168,18 @@ async fn run_lane(
                 .await
                 .and_then(|r| r.map_err(|e| format!("on_shard_end failed: {e}")));
                 let _ = reply.send(r);
+            }
+            LaneMsg::LeaseLost(reply) => {
+                if let Err(e) = guarded(
+                    timeout,
+                    "on_lease_lost",
+                    lane.handler.on_lease_lost(&lane.shard),
+                )
+                .await
+                {
+                    tracing::warn!(shard = %lane.shard.shard_id, "{e}");
+                }
+                let _ = reply.send(());
             }
             LaneMsg::Shutdown(reply) => {
                 if let Err(e) = guarded(
@@ -253,6 +272,7 @@ impl Actor for HandlerActor {
             window_generation: 0,
             window_armed: false,
             failed: false,
+            abandoned: Arc::default(),
         })
     }
 
@@ -285,6 +305,7 @@ impl Actor for HandlerActor {
                         index,
                         board: state.shared.board.clone(),
                         metrics: state.shared.metrics.clone(),
+                        abandoned: state.abandoned.clone(),
                     };
                     state
                         ._tasks
@@ -385,6 +406,17 @@ impl Actor for HandlerActor {
             }
             HandlerMsg::Shutdown(reply) => {
                 let _ = state.broadcast(LaneMsg::Shutdown).await;
+                let _ = reply.send(());
+            }
+            HandlerMsg::LeaseLost(reply) => {
+                state
+                    .abandoned
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                state.failed = true;
+                for b in &mut state.buffers {
+                    b.clear();
+                }
+                let _ = state.broadcast(LaneMsg::LeaseLost).await;
                 let _ = reply.send(());
             }
         }

@@ -83,4 +83,6 @@ pub(crate) mod exit {
     /// Retries are exhausted and no failure sink is configured: quarantine at once. The error
     /// follows this prefix.
     pub(crate) const QUARANTINE: &str = "quarantine: ";
+    /// The shard's lease was lost; the handler was told.
+    pub(crate) const LEASE_LOST: &str = "lease lost";
 }

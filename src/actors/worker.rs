@@ -54,6 +54,8 @@ pub(crate) enum WorkerMsg {
     },
     /// Stop taking records, let in-flight batches finish, then stop.
     Drain(RpcReplyPort<()>),
+    /// The lease is gone: stop reading, tell the handler, stop.
+    LeaseLost,
 }
 
 pub(crate) struct WorkerState {
@@ -590,6 +592,18 @@ impl Actor for ShardWorker {
                     return Ok(());
                 }
                 return Err(error.into());
+            }
+            WorkerMsg::LeaseLost => {
+                state.is_draining = true;
+                state.end_reached = true;
+                if let Some(t) = state.poll_timer.take() {
+                    t.abort();
+                }
+                if let Some(h) = &state.handler_ref {
+                    let timeout = state.shared.config.handler_timeout + Duration::from_secs(5);
+                    let _ = call(h, HandlerMsg::LeaseLost, timeout).await;
+                }
+                myself.stop(Some(exit::LEASE_LOST.into()));
             }
             WorkerMsg::Drain(reply) => {
                 state.is_draining = true;

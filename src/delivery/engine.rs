@@ -32,6 +32,8 @@ pub(crate) struct Lane {
     pub(crate) index: usize,
     pub(crate) board: Arc<StatusBoard>,
     pub(crate) metrics: Metrics,
+    /// Set when the shard's lease was lost: no further handler call may start.
+    pub(crate) abandoned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a lane cannot go on.
@@ -207,6 +209,12 @@ impl Lane {
         while let Some(mut batch) = queue.pop_front() {
             let mut attempts = 0u32;
             loop {
+                if self.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Outcome {
+                        finished,
+                        fatal: None,
+                    };
+                }
                 attempts += 1;
                 let failure = match self.call(batch.clone()).await {
                     Ok(()) => {

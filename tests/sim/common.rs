@@ -57,6 +57,8 @@ pub struct Log {
     /// Shards whose `on_shard_end` ran, with the number of deliveries logged at that moment.
     pub ended: Arc<Mutex<Vec<(String, usize)>>>,
     pub shutdowns: Arc<Mutex<Vec<String>>>,
+    /// Shards whose handler was told its lease was lost.
+    pub leases_lost: Arc<Mutex<Vec<String>>>,
     instances: Arc<AtomicUsize>,
     batches: Arc<AtomicUsize>,
     /// Fail (Err) the batch with this global batch number (1-based), once each.
@@ -273,6 +275,14 @@ impl Handler for Recorder {
             .unwrap()
             .push(shard.shard_id.clone());
     }
+
+    async fn on_lease_lost(&mut self, shard: &ShardInfo) {
+        self.log
+            .leases_lost
+            .lock()
+            .unwrap()
+            .push(shard.shard_id.clone());
+    }
 }
 
 impl Recorder {
@@ -385,6 +395,19 @@ impl Written {
 
     pub fn total(&self) -> u64 {
         self.versions.values().sum()
+    }
+
+    /// Whether every version of every key is among `deliveries` (duplicates do not count twice:
+    /// comparing counts would be fooled by redeliveries).
+    pub fn all_delivered(&self, deliveries: &[Delivery]) -> bool {
+        let mut seen: HashMap<&str, std::collections::HashSet<u64>> = HashMap::new();
+        for d in deliveries {
+            seen.entry(&d.key).or_default().insert(d.version);
+        }
+        self.versions.iter().all(|(k, n)| {
+            seen.get(k.as_str())
+                .is_some_and(|v| (1..=*n).all(|x| v.contains(&x)))
+        })
     }
 }
 

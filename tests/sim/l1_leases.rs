@@ -74,7 +74,7 @@ async fn workers_balance_fail_over_hand_off_and_share_with_newcomers() {
     let mut written = Written::default();
     let (w1, _) = worker(&sim, &leases, &log, "w1").await;
     let (w2, _) = worker(&sim, &leases, &log, "w2").await;
-    let (w3, _) = worker(&sim, &leases, &log, "w3").await;
+    let (w3, w3_events) = worker(&sim, &leases, &log, "w3").await;
     for i in 0..600 {
         written.put(&sim, &format!("k{i}"));
     }
@@ -85,7 +85,7 @@ async fn workers_balance_fail_over_hand_off_and_share_with_newcomers() {
     )
     .await;
     periodic_check(
-        || log.len() as u64 >= written.total(),
+        || written.all_delivered(&log.snapshot()),
         Duration::from_secs(120),
         "records",
     )
@@ -103,7 +103,7 @@ async fn workers_balance_fail_over_hand_off_and_share_with_newcomers() {
     )
     .await;
     periodic_check(
-        || log.len() as u64 >= written.total(),
+        || written.all_delivered(&log.snapshot()),
         Duration::from_secs(120),
         "records after the crash",
     )
@@ -125,7 +125,7 @@ async fn workers_balance_fail_over_hand_off_and_share_with_newcomers() {
         released_at.elapsed()
     );
 
-    // A newcomer gets a fair share, gradually.
+    // A newcomer gets a fair share, gradually, taking leases from w3 — whose handlers are told.
     let (w4, _) = worker(&sim, &leases, &log, "w4").await;
     periodic_check(
         || balanced(&owners(&leases, &sim), &["w3", "w4"], 12),
@@ -133,11 +133,25 @@ async fn workers_balance_fail_over_hand_off_and_share_with_newcomers() {
         "w4 got its share",
     )
     .await;
+    // w4's six leases all came from w3, which notices each at its next renewal.
+    periodic_check(
+        || w3_events.count(|e| matches!(e, ConsumerEvent::LeaseLost { .. })) >= 6,
+        Duration::from_secs(30),
+        "w3 noticed its lost leases",
+    )
+    .await;
+    let lost = w3_events.count(|e| matches!(e, ConsumerEvent::LeaseLost { .. }));
+    periodic_check(
+        || log.leases_lost.lock().unwrap().len() >= lost,
+        Duration::from_secs(60),
+        "on_lease_lost called",
+    )
+    .await;
     for i in 0..600 {
         written.put(&sim, &format!("k{i}"));
     }
     periodic_check(
-        || log.len() as u64 >= written.total(),
+        || written.all_delivered(&log.snapshot()),
         Duration::from_secs(120),
         "records after rebalancing",
     )
@@ -170,7 +184,7 @@ async fn parents_end_before_children_across_workers() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     periodic_check(
-        || log.len() as u64 >= written.total(),
+        || written.all_delivered(&log.snapshot()),
         Duration::from_secs(600),
         "all records",
     )
