@@ -1,24 +1,6 @@
 //! [`LeaseStore`] over a DynamoDB table.
 //!
-//! One item per lease:
-//!
-//! | attribute         | type | content                                                        |
-//! |-------------------|------|----------------------------------------------------------------|
-//! | `leaseKey`        | S    | hash key: `"{application}|{stream_arn}"`                       |
-//! | `shardId`         | S    | range key                                                      |
-//! | `owner`           | S    | the worker holding the lease; absent when free                 |
-//! | `counter`         | N    | the fencing token, +1 on every write                           |
-//! | `expiresAtMs`     | N    | the owner's lease is valid until then; 0 when free             |
-//! | `parents`         | L    | parent shard ids (S), in order; absent when none (SS is read too) |
-//! | `checkpointState` | S    | `processed`, `ended` or `latest`; absent when never processed  |
-//! | `sequenceNumber`  | S    | the last processed record (with `processed`)                   |
-//! | `sequenceKey`     | S    | `sequenceNumber` zero-padded to 40 digits (with `processed`)   |
-//! | `sinceMs`         | N    | the `LATEST` bookmark time (with `latest`)                     |
-//!
-//! `sequenceKey` exists because conditions compare strings, and sequence numbers have 21 to 40
-//! digits: padded to the same width, string order is numeric order, so "never backwards" is
-//! one condition evaluated atomically with the write. Stream ARNs never contain `|`, so the
-//! hash key is unambiguous whatever the application name.
+//! The item layout is documented on [`DynamoDbLeaseStore`].
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -65,12 +47,32 @@ const STATE_LATEST: &str = "latest";
 /// seconds to a minute; DynamoDB Local is instant).
 const ACTIVE_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Leases in a DynamoDB table, one item per (application, stream, shard).
+/// Leases in a DynamoDB table, one item per (application, stream, shard); one table can hold
+/// the leases of several applications and streams.
 ///
-/// Every write is a conditional `UpdateItem` or `PutItem`; reads are strongly consistent. The
-/// table has hash key `leaseKey` (S) and range key `shardId` (S) and on-demand billing when
-/// [`ensure_table`](LeaseStore::ensure_table) creates it; one table can hold the leases of
-/// several applications and streams.
+/// | attribute         | type | content                                                        |
+/// |-------------------|------|----------------------------------------------------------------|
+/// | `leaseKey`        | S    | hash key: `"{application}\|{stream_arn}"`                      |
+/// | `shardId`         | S    | range key                                                      |
+/// | `owner`           | S    | the worker holding the lease; absent when free                 |
+/// | `counter`         | N    | the fencing token, +1 on every write                           |
+/// | `expiresAtMs`     | N    | the owner's lease is valid until then; 0 when free             |
+/// | `parents`         | L    | parent shard ids (S), in order; absent when none (SS is read too) |
+/// | `checkpointState` | S    | `processed`, `ended` or `latest`; absent when never processed  |
+/// | `sequenceNumber`  | S    | the last processed record (with `processed`)                   |
+/// | `sequenceKey`     | S    | `sequenceNumber` zero-padded to 40 digits (with `processed`)   |
+/// | `sinceMs`         | N    | the `LATEST` bookmark time (with `latest`)                     |
+///
+/// `sequenceKey` exists because conditions compare strings, and sequence numbers have 21 to 40
+/// digits: padded to the same width, string order is numeric order, so "never backwards" is
+/// one condition evaluated atomically with the write. Stream ARNs never contain `|`, so the
+/// hash key is unambiguous whatever the application name.
+///
+/// Every write but `delete` is a conditional `UpdateItem` or `PutItem`, and reads are strongly
+/// consistent. A refused condition is a `Conflict` explained from the item DynamoDB returns
+/// with the refusal — unless the item is exactly what the write would have made it: then the
+/// write was ours, retried by the SDK after its response was lost, and it counts as done.
+/// [`ensure_table`](LeaseStore::ensure_table) creates the table with on-demand billing.
 ///
 /// Give the client the crate's [`recommended_timeouts`](crate::recommended_timeouts): a write
 /// that hangs holds up lease renewal, and a lease that is not renewed is lost.
