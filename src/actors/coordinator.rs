@@ -1036,6 +1036,21 @@ impl CoordinatorState {
             // The periodic discovery will find the children; nothing is lost by waiting.
             Err(e) => tracing::debug!(error = %e, %parent, "child shard lookup failed"),
         }
+        let has_children = self
+            .shards
+            .values()
+            .any(|e| e.shard.parent_shard_id.as_deref() == Some(parent.as_str()));
+        if !has_children && !self.stream_disabled {
+            // Not listed yet (a child can appear late, and DynamoDB Local answers the
+            // CHILD_SHARDS filter with nothing): list everything again soon instead of waiting
+            // for the periodic discovery, which delays every record of the child.
+            let soon = self
+                .shared
+                .config
+                .discovery_interval
+                .min(Duration::from_secs(1));
+            self.schedule_discover(myself, soon);
+        }
         self.start_ready(myself).await
     }
 
