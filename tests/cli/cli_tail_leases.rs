@@ -234,3 +234,163 @@ async fn tails_share_a_stream_fail_over_and_hand_off() {
         seen.len()
     );
 }
+
+/// SIGSTOP the lease owner past its lease: another worker takes the shard over; on SIGCONT the
+/// paused worker finds its lease gone (fencing: it cannot write its stale checkpoint) and stops
+/// reading the shard; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_loses_its_lease_and_cannot_write() {
+    let c = clients("clipause");
+    create_table(&c, "orders", StreamViewType::NewAndOldImages).await;
+    let mut workers = vec![start(&c, "p1"), start(&c, "p2")];
+    let mut seen: Seen = Vec::new();
+    let mut stderr: HashMap<String, String> = HashMap::new();
+    let mut written = BTreeSet::new();
+    let mut version = 0u64;
+    let mut write_some = |n: u32| {
+        let dynamodb = c.dynamodb.clone();
+        version += 1;
+        let v = version;
+        for id in 0..n {
+            written.insert((format!("item-{id:05}"), v));
+        }
+        async move {
+            for id in 0..n {
+                dynamodb
+                    .put_item()
+                    .table_name("orders")
+                    .set_item(Some(crate::common::to_sdk(&item(id, v))))
+                    .send()
+                    .await
+                    .expect("put");
+            }
+        }
+    };
+    write_some(10).await;
+    let t0 = Instant::now();
+    let owner = loop {
+        collect(&workers, &mut seen, &mut stderr);
+        if let Some(w) = printer_since(&seen, t0, &[]) {
+            break w;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "nobody printed: {stderr:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let other = if owner == "p1" { "p2" } else { "p1" }.to_owned();
+    let pid = workers
+        .iter()
+        .find(|w| w.name == owner)
+        .expect("owner")
+        .process
+        .pid();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig}");
+    };
+
+    signal("-STOP");
+    let paused_at = Instant::now();
+    write_some(10).await;
+    loop {
+        collect(&workers, &mut seen, &mut stderr);
+        if printer_since(&seen, paused_at, &[&owner]).is_some() {
+            break;
+        }
+        assert!(
+            paused_at.elapsed() < Duration::from_secs(60),
+            "no takeover while paused: {stderr:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        stderr
+            .get(&other)
+            .is_some_and(|e| e.contains("took the lease")),
+        "{stderr:?}"
+    );
+
+    signal("-CONT");
+    let resumed_at = Instant::now();
+    loop {
+        collect(&workers, &mut seen, &mut stderr);
+        if stderr
+            .get(&owner)
+            .is_some_and(|e| e.contains("lost the lease"))
+        {
+            break;
+        }
+        assert!(
+            resumed_at.elapsed() < Duration::from_secs(30),
+            "the resumed worker did not notice: {stderr:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // From now on only the new owner prints, and it sees every record.
+    let after = Instant::now();
+    write_some(10).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        collect(&workers, &mut seen, &mut stderr);
+        let printed: BTreeSet<(String, u64)> =
+            seen.iter().map(|(_, _, k, v)| (k.clone(), *v)).collect();
+        if written.is_subset(&printed) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "records lost: {:?}",
+            written.difference(&printed).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    collect(&workers, &mut seen, &mut stderr);
+    assert!(
+        seen.iter()
+            .filter(|(_, t, _, _)| *t > after)
+            .all(|(w, ..)| *w == other),
+        "the paused worker read the shard after losing its lease"
+    );
+    // The stored position is the new owner's: the stale one could not write.
+    let leases = dynamodb_stream::lease::DynamoDbLeaseStore::new(c.dynamodb.clone(), "leases");
+    let stream_arn = c
+        .dynamodb
+        .describe_table()
+        .table_name("orders")
+        .send()
+        .await
+        .expect("describe")
+        .table()
+        .and_then(|t| t.latest_stream_arn().map(str::to_owned))
+        .expect("stream");
+    let key = dynamodb_stream::checkpoint::StreamKey {
+        application: "ddbstream-tail".into(),
+        stream_arn,
+    };
+    let stored = dynamodb_stream::lease::LeaseStore::list(&leases, &key)
+        .await
+        .expect("list");
+    assert!(!stored.is_empty(), "the lease table holds the shard");
+    assert!(
+        stored
+            .iter()
+            .all(|l| l.owner.as_deref() != Some(owner.as_str())),
+        "{stored:?}"
+    );
+    assert!(
+        stored
+            .iter()
+            .any(|l| l.owner.as_deref() == Some(other.as_str())),
+        "{stored:?}"
+    );
+    for w in workers.iter_mut() {
+        w.process.terminate();
+        assert!(w.process.wait(Duration::from_secs(60)).await.success());
+    }
+}
