@@ -401,7 +401,7 @@ impl ConsumerBuilder {
     /// exist, a gap in stored positions under `GapPolicy::Fail` — the consumer never starts over
     /// silently.
     pub async fn spawn(self) -> Result<Consumer> {
-        validate_stream_arn(&self.stream_arn)?;
+        crate::source::check_stream_arn(&self.stream_arn)?;
         self.config.validate()?;
         let factory = self.factory.ok_or_else(|| {
             Error::InvalidArgument(
@@ -511,32 +511,11 @@ impl ConsumerBuilder {
     }
 }
 
-/// A stream ARN looks like `arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL`.
-fn validate_stream_arn(arn: &str) -> Result<()> {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let ok = parts.len() == 6
-        && parts[0] == "arn"
-        && parts[2] == "dynamodb"
-        && parts[5].starts_with("table/")
-        && parts[5].split('/').count() == 4
-        && parts[5].split('/').nth(2) == Some("stream")
-        && parts[5].split('/').all(|p| !p.is_empty());
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "{arn:?} is not a DynamoDB stream ARN (expected arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE/stream/LABEL)"
-        )))
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn stream_arns_are_checked() {
-        assert!(validate_stream_arn(
+        assert!(crate::source::check_stream_arn(
             "arn:aws:dynamodb:us-east-1:000000000000:table/t/stream/2024-01-01T00:00:00.000"
         )
         .is_ok());
@@ -546,7 +525,9 @@ mod tests {
             "arn:aws:dynamodb:us-east-1:0:table/t",
             "arn:aws:s3:::bucket/table/t/stream/x",
         ] {
-            let e = validate_stream_arn(bad).unwrap_err().to_string();
+            let e = crate::source::check_stream_arn(bad)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("not a DynamoDB stream ARN"), "{e}");
         }
     }

@@ -210,9 +210,10 @@ pub struct RecordsPage {
 
 /// Every shard of a stream, following DescribeStream pages to the end.
 ///
-/// `between_pages` runs before each page after the first (the coordinator uses it to stay
-/// within the DescribeStream rate limit).
-pub(crate) async fn describe_all<F, Fut>(
+/// `between_pages` runs before each page after the first (to stay within the DescribeStream
+/// rate limit). Shards listed twice are kept once; a service that answers the same page again
+/// gets a retryable error instead of an endless loop.
+pub async fn describe_all<F, Fut>(
     api: &dyn StreamsApi,
     stream_arn: &str,
     mut between_pages: F,
@@ -226,14 +227,139 @@ where
         limit: Some(DESCRIBE_STREAM_PAGE_LIMIT),
         ..Default::default()
     };
-    let mut first = api.describe_stream(request.clone()).await?;
-    while let Some(last) = first.last_evaluated_shard_id.take() {
+    let mut all = api.describe_stream(request.clone()).await?;
+    let mut seen: std::collections::HashSet<String> =
+        all.shards.iter().map(|s| s.shard_id.clone()).collect();
+    while let Some(last) = all.last_evaluated_shard_id.take() {
+        if request.exclusive_start_shard_id.as_ref() == Some(&last) {
+            return Err(SourceError::new(
+                crate::error::SourceErrorKind::Retryable,
+                format!("DescribeStream of {stream_arn} returned the same page twice (after shard {last})"),
+            ));
+        }
         between_pages().await;
         request.exclusive_start_shard_id = Some(last);
         let page = api.describe_stream(request.clone()).await?;
-        first.shards.extend(page.shards);
-        first.last_evaluated_shard_id = page.last_evaluated_shard_id;
-        first.stream_status = page.stream_status;
+        all.shards.extend(
+            page.shards
+                .into_iter()
+                .filter(|s| seen.insert(s.shard_id.clone())),
+        );
+        all.last_evaluated_shard_id = page.last_evaluated_shard_id;
+        all.stream_status = page.stream_status;
     }
-    Ok(first)
+    Ok(all)
+}
+
+/// Check that `arn` looks like a DynamoDB stream ARN,
+/// `arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE/stream/LABEL`; the error names the value.
+pub fn check_stream_arn(arn: &str) -> Result<(), crate::Error> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let resource: Vec<&str> = parts
+        .get(5)
+        .map(|r| r.split('/').collect())
+        .unwrap_or_default();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[2] == "dynamodb"
+        && resource.len() == 4
+        && resource[0] == "table"
+        && resource[2] == "stream"
+        && resource.iter().all(|p| !p.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidArgument(format!(
+            "{arn:?} is not a DynamoDB stream ARN (expected arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE/stream/LABEL)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::SourceErrorKind;
+
+    /// Serves pages of two shards each; `repeat` makes it answer the second page forever.
+    struct Pages {
+        repeat: bool,
+    }
+
+    fn shard(n: u32) -> Shard {
+        Shard {
+            shard_id: format!("shardId-{n:04}"),
+            parent_shard_id: None,
+            starting_sequence_number: None,
+            ending_sequence_number: None,
+        }
+    }
+
+    impl StreamsApi for Pages {
+        fn describe_stream(
+            &self,
+            request: DescribeStreamRequest,
+        ) -> BoxFuture<'_, Result<StreamDescription, SourceError>> {
+            let start = match (request.exclusive_start_shard_id.as_deref(), self.repeat) {
+                (None, _) => 0,
+                (Some(_), true) => 1,
+                (Some(s), false) => s.trim_start_matches("shardId-").parse::<u32>().unwrap_or(0),
+            };
+            // Pages overlap by one shard, and end after shard 5.
+            let shards: Vec<Shard> = (start..(start + 2).min(6)).map(shard).collect();
+            let last = (start + 2 < 6).then(|| shard(start + 1).shard_id);
+            Box::pin(async move {
+                Ok(StreamDescription {
+                    stream_arn: request.stream_arn,
+                    stream_status: StreamStatus::Enabled,
+                    stream_view_type: None,
+                    table_name: None,
+                    shards,
+                    last_evaluated_shard_id: last,
+                })
+            })
+        }
+        fn get_shard_iterator(
+            &self,
+            _: String,
+            _: String,
+            _: IteratorPosition,
+        ) -> BoxFuture<'_, Result<String, SourceError>> {
+            Box::pin(async { Err(SourceError::new(SourceErrorKind::Fatal, "unused")) })
+        }
+        fn get_records(
+            &self,
+            _: String,
+            _: Option<u32>,
+        ) -> BoxFuture<'_, Result<RecordsPage, SourceError>> {
+            Box::pin(async { Err(SourceError::new(SourceErrorKind::Fatal, "unused")) })
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_are_followed_and_shards_kept_once() {
+        let all = describe_all(&Pages { repeat: false }, "arn", || async {})
+            .await
+            .expect("listed");
+        let ids: Vec<&str> = all.shards.iter().map(|s| s.shard_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "shardId-0000",
+                "shardId-0001",
+                "shardId-0002",
+                "shardId-0003",
+                "shardId-0004",
+                "shardId-0005"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_repeated_page_is_a_retryable_error_not_a_loop() {
+        let err = describe_all(&Pages { repeat: true }, "arn", || async {})
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), SourceErrorKind::Retryable);
+        assert!(err.message().contains("same page twice"), "{err}");
+    }
 }

@@ -16,8 +16,7 @@ use dynamodb_stream::checkpoint::{
 use dynamodb_stream::error::{SourceError, SourceErrorKind};
 use dynamodb_stream::replicate::{TableSource, DEFAULT_APPLICATION};
 use dynamodb_stream::source::{
-    DescribeStreamRequest, IteratorPosition, Shard, StreamDescription, StreamStatus, StreamsApi,
-    DESCRIBE_STREAM_PAGE_LIMIT, GET_RECORDS_LIMIT,
+    IteratorPosition, Shard, StreamDescription, StreamStatus, StreamsApi, GET_RECORDS_LIMIT,
 };
 use dynamodb_stream::ConsumerConfig;
 use futures_util::stream::{self, StreamExt};
@@ -28,7 +27,7 @@ use crate::output::rfc3339;
 use crate::{describe, StatusArgs};
 
 /// The application name `tail` keys its checkpoints with (the same as `tail::APPLICATION`).
-const TAIL_APPLICATION: &str = "ddbstream-tail";
+use crate::tail::APPLICATION as TAIL_APPLICATION;
 /// An unread record older than this is trimmed within hours (retention is 24 hours).
 const GAP_RISK_AGE: Duration = Duration::from_secs(20 * 3600);
 /// At most 10 DescribeStream calls per second.
@@ -388,29 +387,8 @@ fn load_replica(
 // The stream
 // ---------------------------------------------------------------------------------------------
 
-/// A stream ARN looks like `arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL` (the
-/// consumer's own check, which is private to the library).
 fn check_stream_arn(arn: &str) -> Result<(), String> {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let resource: Vec<&str> = parts
-        .get(5)
-        .map(|r| r.split('/').collect())
-        .unwrap_or_default();
-    let ok = parts.len() == 6
-        && parts[0] == "arn"
-        && parts[2] == "dynamodb"
-        && resource.len() == 4
-        && resource[0] == "table"
-        && resource[2] == "stream"
-        && resource.iter().all(|p| !p.is_empty());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{arn:?} is not a DynamoDB stream ARN (expected \
-             arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE/stream/LABEL)"
-        ))
-    }
+    dynamodb_stream::source::check_stream_arn(arn).map_err(|e| e.to_string())
 }
 
 /// Every shard of the stream, following DescribeStream pages (at most 10 calls a second).
@@ -422,33 +400,9 @@ async fn describe_stream(api: &impl StreamsApi, arn: &str) -> Result<StreamDescr
             format!("stream API: {e}")
         }
     };
-    let mut request = DescribeStreamRequest {
-        stream_arn: arn.to_owned(),
-        limit: Some(DESCRIBE_STREAM_PAGE_LIMIT),
-        ..Default::default()
-    };
-    let mut last_call = tokio::time::Instant::now();
-    let mut all = api.describe_stream(request.clone()).await.map_err(failed)?;
-    let mut seen: HashSet<String> = all.shards.iter().map(|s| s.shard_id.clone()).collect();
-    while let Some(last) = all.last_evaluated_shard_id.take() {
-        if request.exclusive_start_shard_id.as_ref() == Some(&last) {
-            return Err(format!(
-                "DescribeStream of {arn} returned the same page twice (after shard {last})"
-            ));
-        }
-        tokio::time::sleep_until(last_call + DESCRIBE_INTERVAL).await;
-        last_call = tokio::time::Instant::now();
-        request.exclusive_start_shard_id = Some(last);
-        let page = api.describe_stream(request.clone()).await.map_err(failed)?;
-        all.shards.extend(
-            page.shards
-                .into_iter()
-                .filter(|s| seen.insert(s.shard_id.clone())),
-        );
-        all.last_evaluated_shard_id = page.last_evaluated_shard_id;
-        all.stream_status = page.stream_status;
-    }
-    Ok(all)
+    dynamodb_stream::source::describe_all(api, arn, || tokio::time::sleep(DESCRIBE_INTERVAL))
+        .await
+        .map_err(failed)
 }
 
 /// Shards in tree order — each parent followed by its children, oldest first — with their

@@ -15,7 +15,7 @@ use crate::output::{record_json, Log};
 use crate::{describe, stop_signal, StartFrom, TailArgs};
 
 /// The application name that keys `tail`'s checkpoints in a `--checkpoint` file.
-const APPLICATION: &str = "ddbstream-tail";
+pub(crate) const APPLICATION: &str = "ddbstream-tail";
 
 /// Stdout for records; notices when the reader went away.
 struct Printer {
