@@ -122,6 +122,13 @@ async fn disable_drains_reenable_needs_consent_delete_drains() {
         .await
         .expect("join() returns once every shard of the disabled stream ended")
         .expect("a drained disabled stream is a clean stop");
+    // Stopped is the last event: once the collector has it, it has every earlier one.
+    wait_for(
+        || !stopped_error(&events).is_empty(),
+        Duration::from_secs(5),
+        "the Stopped event",
+    )
+    .await;
     let stop_took = disabled_at.elapsed();
     let shards = lineage(&c, &first_arn).await;
     let report = check(&written, &log.snapshot(), &shards);
@@ -237,6 +244,13 @@ async fn disable_drains_reenable_needs_consent_delete_drains() {
             .collect::<Vec<_>>()
     );
     outcome.expect("the stream outlives its table: drained, then a clean stop");
+    // Stopped is the last event: once the collector has it, it has every earlier one.
+    wait_for(
+        || !stopped_error(&events2).is_empty(),
+        Duration::from_secs(5),
+        "the Stopped event",
+    )
+    .await;
     assert_eq!(
         events2.count(|e| matches!(e, ConsumerEvent::StreamDisabled)),
         1
@@ -294,6 +308,14 @@ async fn a_vanished_stream_stops_the_consumer_with_an_error() {
         ),
         "{error:?}"
     );
+    // join() returns when the coordinator has stopped; the event collector may still be
+    // receiving its last events.
+    wait_for(
+        || !stopped_error(&events).is_empty(),
+        Duration::from_secs(5),
+        "the Stopped event",
+    )
+    .await;
     let stopped = stopped_error(&events);
     assert_eq!(stopped.len(), 1, "{:?}", events.all());
     assert!(stopped[0].is_some(), "the Stopped event carries the error");
