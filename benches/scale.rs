@@ -1,19 +1,21 @@
-//! Many shards in one process: 1,000 and 10,000 simulated shards (the in-memory simulator), all
-//! idle (no records), read by one consumer with the default configuration on a multi-thread
-//! runtime. Per shard count, in a fresh process (the bench runs itself with `--child N`, so one
-//! run's memory does not count against the next):
+//! Many shards in one process: 1,000 and 10,000 shards, all idle (no records), read by one
+//! consumer with the default configuration on a multi-thread runtime. Per shard count, in a
+//! fresh process (the bench runs itself with `--child N`, so one run's memory does not count
+//! against the next):
 //!
 //! - time to discover and start every shard: from `spawn` until `Consumer::status()` shows every
 //!   shard `CaughtUp`;
 //! - resident memory: peak (`VmHWM`) and current (`VmRSS`) from `/proc/self/status`, and the
-//!   consumer's share per shard (RSS after the idle window minus RSS once the simulator was
-//!   built, divided by the shard count);
+//!   consumer's share per shard (RSS after the idle window minus RSS once the source was built,
+//!   divided by the shard count);
 //! - CPU while idle: user + system time from `/proc/self/stat` over a 10 s window, as a share of
 //!   one core; and the GetRecords calls made in that window (default `idle_poll_interval` 1 s per
 //!   shard: ~1 call per shard per second is expected).
 //!
-//! The process includes the simulator, which answers every call: its CPU and memory are counted
-//! too, so the figures are an upper bound for the consumer.
+//! Two sources, each in rows of its own: the simulator, which answers every call with real
+//! bookkeeping (its CPU and memory count too, so those rows are an upper bound for the
+//! consumer), and an idle stub (`IdleStub` below: open shards, every GetRecords an empty page,
+//! next to no work per call), whose rows are the consumer's own cost.
 //!
 //! `cargo bench --bench scale` (add `-- --quick` for a fast smoke run with 100 and 1,000 shards
 //! and a 2 s window; `cargo test --all-targets` builds it unoptimised and runs it in quick mode).
@@ -22,10 +24,9 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dynamodb_stream::error::SourceError;
 use dynamodb_stream::sim::Simulator;
