@@ -5,6 +5,12 @@
 
 #![allow(dead_code)]
 
+#[path = "../support/wait.rs"]
+mod wait;
+pub use wait::periodic_check as wait_for;
+
+pub use crate::ddb_local::lineage;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -456,48 +462,6 @@ impl Events {
             .iter()
             .map(|(_, e)| e.clone())
             .collect()
-    }
-}
-
-/// Wait until `cond` holds, checking every 50 ms; panics with `what` after `timeout`.
-pub async fn wait_for<F: FnMut() -> bool>(mut cond: F, timeout: Duration, what: &str) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond() {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Every shard of the stream (all DescribeStream pages, straight to the server): id → parent.
-pub async fn lineage(c: &TestClients, arn: &str) -> BTreeMap<String, Option<String>> {
-    let mut out = BTreeMap::new();
-    let mut start: Option<String> = None;
-    loop {
-        let mut call = c.streams.describe_stream().stream_arn(arn);
-        if let Some(s) = &start {
-            call = call.exclusive_start_shard_id(s);
-        }
-        let d = call
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("DescribeStream: {}", sdk_error(&e)))
-            .stream_description
-            .expect("StreamDescription");
-        for s in d.shards() {
-            out.insert(
-                s.shard_id().expect("ShardId").to_owned(),
-                s.parent_shard_id().map(str::to_owned),
-            );
-        }
-        match d.last_evaluated_shard_id {
-            Some(last) => start = Some(last),
-            None => return out,
-        }
     }
 }
 

@@ -3,8 +3,13 @@
 
 #![allow(dead_code)]
 
+#[path = "../support/wait.rs"]
+mod wait;
+pub use wait::{periodic_check, periodic_check_async};
+
+pub use crate::ddb_local::lineage;
+
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -317,66 +322,6 @@ impl Events {
 
     pub fn all(&self) -> Vec<ConsumerEvent> {
         self.0.lock().unwrap().clone()
-    }
-}
-
-/// Wait until `cond` holds, checking every 50 ms; panics with `what` after `timeout`.
-pub async fn periodic_check<F: FnMut() -> bool>(mut cond: F, timeout: Duration, what: &str) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond() {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Same, for an async condition.
-pub async fn periodic_check_async<F, Fut>(mut cond: F, timeout: Duration, what: &str)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Every shard of the stream (all DescribeStream pages): id → parent id.
-pub async fn lineage(c: &TestClients, arn: &str) -> BTreeMap<String, Option<String>> {
-    let mut out = BTreeMap::new();
-    let mut start: Option<String> = None;
-    loop {
-        let mut call = c.streams.describe_stream().stream_arn(arn);
-        if let Some(s) = &start {
-            call = call.exclusive_start_shard_id(s);
-        }
-        let d = call
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("DescribeStream: {}", sdk_error(&e)))
-            .stream_description
-            .expect("StreamDescription");
-        for s in d.shards() {
-            out.insert(
-                s.shard_id().expect("ShardId").to_owned(),
-                s.parent_shard_id().map(str::to_owned),
-            );
-        }
-        match d.last_evaluated_shard_id {
-            Some(last) => start = Some(last),
-            None => return out,
-        }
     }
 }
 

@@ -2,8 +2,11 @@
 
 #![allow(dead_code)]
 
+#[path = "../support/wait.rs"]
+mod wait;
+pub use wait::periodic_check;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -330,39 +333,6 @@ impl Recorder {
                 handler_instance: self.instance,
             });
         }
-    }
-}
-
-/// Wait until `cond` holds, checking every 50 ms of (possibly paused) tokio time; panics with
-/// `what` after `timeout`.
-pub async fn periodic_check<F: FnMut() -> bool>(mut cond: F, timeout: Duration, what: &str) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond() {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Same, for an async condition.
-pub async fn periodic_check_async<F, Fut>(mut cond: F, timeout: Duration, what: &str)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -525,3 +525,34 @@ async fn control_post(path: &str) {
         .is_some_and(|l| l.split_whitespace().nth(1) == Some("200"));
     assert!(status_ok, "POST {path} failed:\n{response}");
 }
+
+/// Every shard of the stream (all DescribeStream pages, straight to the server): id → parent.
+pub async fn lineage(
+    c: &TestClients,
+    arn: &str,
+) -> std::collections::BTreeMap<String, Option<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut start: Option<String> = None;
+    loop {
+        let mut call = c.streams.describe_stream().stream_arn(arn);
+        if let Some(s) = &start {
+            call = call.exclusive_start_shard_id(s);
+        }
+        let d = call
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("DescribeStream: {}", sdk_error(&e)))
+            .stream_description
+            .expect("StreamDescription");
+        for s in d.shards() {
+            out.insert(
+                s.shard_id().expect("ShardId").to_owned(),
+                s.parent_shard_id().map(str::to_owned),
+            );
+        }
+        match d.last_evaluated_shard_id {
+            Some(last) => start = Some(last),
+            None => return out,
+        }
+    }
+}
