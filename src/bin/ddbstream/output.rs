@@ -119,30 +119,6 @@ pub(crate) fn clock(d: Duration) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::UNIX_EPOCH;
-
-    #[test]
-    fn formats_dates() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
-        assert_eq!(rfc3339(t), "2024-02-29T12:34:56.789Z");
-        let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(rfc3339(t), "2000-02-29T00:00:00Z");
-    }
-
-    #[test]
-    fn formats_numbers() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_234_567), "1,234,567");
-        assert_eq!(clock(Duration::from_secs(3725)), "1:02:05");
-        assert_eq!(clock(Duration::from_secs(65)), "1:05");
-    }
-}
-
 /// Show the library's warnings on stderr, one `ddbstream: WARN ...` line each, through [`Log`]
 /// so they never tear a progress line. Why: a failed GetRecords is retried inside the consumer
 /// without an event, so without these lines an operator cannot tell an outage from a quiet
@@ -181,5 +157,29 @@ impl Drop for LogWriter {
         if !text.is_empty() {
             Log::get().line(&format!("ddbstream: {}", text.trim_start()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn formats_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
+        assert_eq!(rfc3339(t), "2024-02-29T12:34:56.789Z");
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(t), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn formats_numbers() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(clock(Duration::from_secs(3725)), "1:02:05");
+        assert_eq!(clock(Duration::from_secs(65)), "1:05");
     }
 }
