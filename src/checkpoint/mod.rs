@@ -5,6 +5,8 @@
 //! shard iterators, which expire after 15 minutes), and a checkpoint never passes a record the
 //! handler has not acknowledged (invariant I3).
 
+// Files and a blocking pool: not in the browser.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 mod file;
 mod memory;
 
@@ -16,6 +18,7 @@ use crate::error::CheckpointError;
 use crate::record::SequenceNumber;
 use crate::source::BoxFuture;
 
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub use file::FileCheckpointStore;
 pub use memory::MemoryCheckpointStore;
 
