@@ -32,7 +32,10 @@ impl Tail {
     /// Graceful stop: drain, final checkpoint.
     pub async fn stop(&mut self) -> Result<(), JsError> {
         if let Some(consumer) = self.consumer.take() {
-            consumer.shutdown().await.map_err(|e| JsError::new(&e.to_string()))?;
+            consumer
+                .shutdown()
+                .await
+                .map_err(|e| JsError::new(&e.to_string()))?;
         }
         Ok(())
     }
@@ -116,29 +119,30 @@ pub async fn start(
     // The handler runs in the consumer's (Send) tasks; JavaScript functions are not Send, so
     // changes cross over a channel to a local task that calls them.
     let (changes, mut received) = mpsc::unbounded_channel::<String>();
-    let consumer = Consumer::for_table(&aws.dynamodb_client(), aws.streams_client(), &options.table)
-        .await
-        .map_err(|e| JsError::new(&e.to_string()))?
-        .checkpoints(MemoryCheckpointStore::new())
-        .start_from(start)
-        .configure(|c| {
-            // A page wants to see a change soon after it happens.
-            c.idle_poll_interval = Duration::from_millis(250);
-        })
-        .handler_fn(move |batch: Batch| {
-            let changes = changes.clone();
-            async move {
-                for line in batch_json(&batch) {
-                    changes
-                        .send(line)
-                        .map_err(|_| HandlerError::msg("the page is gone"))?;
+    let consumer =
+        Consumer::for_table(&aws.dynamodb_client(), aws.streams_client(), &options.table)
+            .await
+            .map_err(|e| JsError::new(&e.to_string()))?
+            .checkpoints(MemoryCheckpointStore::new())
+            .start_from(start)
+            .configure(|c| {
+                // A page wants to see a change soon after it happens.
+                c.idle_poll_interval = Duration::from_millis(250);
+            })
+            .handler_fn(move |batch: Batch| {
+                let changes = changes.clone();
+                async move {
+                    for line in batch_json(&batch) {
+                        changes
+                            .send(line)
+                            .map_err(|_| HandlerError::msg("the page is gone"))?;
+                    }
+                    Ok::<(), HandlerError>(())
                 }
-                Ok::<(), HandlerError>(())
-            }
-        })
-        .spawn()
-        .await
-        .map_err(|e| JsError::new(&e.to_string()))?;
+            })
+            .spawn()
+            .await
+            .map_err(|e| JsError::new(&e.to_string()))?;
 
     let mut events = consumer.events();
     wasm_bindgen_futures::spawn_local(async move {
