@@ -8,6 +8,8 @@
 // Files and a blocking pool: not in the browser.
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 mod file;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod local_storage;
 mod memory;
 
 use std::collections::BTreeMap;
@@ -20,6 +22,8 @@ use crate::source::BoxFuture;
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub use file::FileCheckpointStore;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+pub use local_storage::LocalStorageCheckpointStore;
 pub use memory::MemoryCheckpointStore;
 
 /// Identifies one consumer's position set: several applications can consume one stream, each

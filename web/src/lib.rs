@@ -8,7 +8,11 @@
 use std::time::Duration;
 
 use dynamodb_stream::browser::BrowserAws;
-use dynamodb_stream::checkpoint::MemoryCheckpointStore;
+use std::sync::Arc;
+
+use dynamodb_stream::checkpoint::{
+    CheckpointStore, LocalStorageCheckpointStore, MemoryCheckpointStore,
+};
 use dynamodb_stream::record::item_to_json;
 use dynamodb_stream::{Batch, Consumer, ConsumerEvent, HandlerError, RecordKind, StartPosition};
 use tokio::sync::{broadcast, mpsc};
@@ -52,6 +56,7 @@ pub struct StartOptions {
     secret_access_key: String,
     session_token: String,
     from_latest: bool,
+    remember: bool,
 }
 
 #[wasm_bindgen]
@@ -79,6 +84,13 @@ impl StartOptions {
     #[wasm_bindgen(setter, js_name = sessionToken)]
     pub fn set_session_token(&mut self, token: String) {
         self.session_token = token;
+    }
+
+    /// Keep the positions in this origin's `localStorage`, so a reload resumes where the page
+    /// stopped (otherwise they are kept in memory and a reload starts over).
+    #[wasm_bindgen(setter)]
+    pub fn set_remember(&mut self, remember: bool) {
+        self.remember = remember;
     }
 
     /// Start at `LATEST` instead of `TRIM_HORIZON` (the oldest record still in the stream).
@@ -110,6 +122,11 @@ pub async fn start(
     if !options.session_token.is_empty() {
         aws = aws.session_token(options.session_token);
     }
+    let checkpoints: Arc<dyn CheckpointStore> = if options.remember {
+        Arc::new(LocalStorageCheckpointStore::default())
+    } else {
+        Arc::new(MemoryCheckpointStore::new())
+    };
     let start = if options.from_latest {
         StartPosition::Latest
     } else {
@@ -123,7 +140,7 @@ pub async fn start(
         Consumer::for_table(&aws.dynamodb_client(), aws.streams_client(), &options.table)
             .await
             .map_err(|e| JsError::new(&e.to_string()))?
-            .checkpoints(MemoryCheckpointStore::new())
+            .checkpoints(checkpoints)
             .start_from(start)
             .configure(|c| {
                 // A page wants to see a change soon after it happens.

@@ -188,7 +188,7 @@ test('the page shows a DynamoDB Local stream read by the consumer in Chromium', 
   const screenshot = path.join(artifacts, 'page.png');
   try {
     const query = new URLSearchParams({
-      endpoint: ddb.endpoint, region: 'us-east-1', table: TABLE, ...CREDENTIALS,
+      endpoint: ddb.endpoint, region: 'us-east-1', table: TABLE, ...CREDENTIALS, remember: 'on',
     });
     await page.goto(`${site.url}?${query}`);
     await page.waitForFunction(() => document.getElementById('status').textContent === 'Ready.', null, { timeout: 30_000 });
@@ -235,6 +235,24 @@ test('the page shows a DynamoDB Local stream read by the consumer in Chromium', 
     await page.click('#stop');
     await page.waitForFunction(() => document.getElementById('status').dataset.state !== 'running', null, { timeout: 30_000 });
     assert.equal(await page.textContent('#status'), 'Stopped.');
+
+    // Positions were kept in localStorage: starting again resumes after the last record, so
+    // nothing is shown twice and only the new item arrives.
+    const stored = await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('dynamodb-stream/')));
+    assert.equal(stored.length, 1, `one checkpoint entry in localStorage: ${stored}`);
+    await page.click('#start');
+    await page.waitForFunction(
+      () => ['running', 'error'].includes(document.getElementById('status').dataset.state),
+      null, { timeout: 60_000 },
+    );
+    assert.match(await page.textContent('#status'), /^Reading /);
+    await put({ pk: { S: 'order-4' }, status: { S: 'new' }, total: { N: '1' } });
+    await page.waitForFunction(() => document.querySelectorAll('#changes li').length >= 6, null, { timeout: 60_000 });
+    await new Promise((r) => setTimeout(r, 1500)); // time for a wrong re-delivery to show up
+    const after = await page.$$eval('#changes li', (lis) => lis.reverse().map((li) => [li.dataset.kind, li.textContent]));
+    assert.equal(after.length, 6, `resumed from localStorage without re-delivery: ${after.map(([k, text]) => `${k} ${text}`).join('; ')}`);
+    assert.match(after[5][1], /order-4/);
+    assert.equal(await page.$$eval('#replica tbody tr', (trs) => trs.length), 3);
   } catch (err) {
     console.log(`--- page log ---\n${log.join('\n')}\n--- page status: ${await page.textContent('#status').catch(() => '?')}`);
     throw err;

@@ -104,6 +104,7 @@ form.addEventListener('submit', async (e) => {
   );
   options.sessionToken = data.get('sessionToken');
   options.fromLatest = data.get('from') === 'latest';
+  options.remember = data.get('remember') === 'on';
   startButton.disabled = true;
   setStatus('starting', `Resolving the stream of ${data.get('table')}…`);
   try {
@@ -131,7 +132,8 @@ stopButton.addEventListener('click', async () => {
 // Query parameters prefill the form (handy for links and tests): ?endpoint=…&table=…
 for (const [name, value] of new URLSearchParams(location.search)) {
   const field = form.elements.namedItem(name);
-  if (field) field.value = value;
+  if (field && field.type === 'checkbox') field.checked = !['', '0', 'false', 'off'].includes(value);
+  else if (field) field.value = value;
 }
 
 await init();
