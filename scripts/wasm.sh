@@ -76,6 +76,7 @@ setup() {
     have="$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)"
     if [ "$have" != "$want" ]; then
         echo "==> cargo install wasm-bindgen-cli $want (found '${have:-none}'; a few minutes, once)"
+        # Not --locked: the CLI's own lockfile pins a webpki-roots release the registry may lack.
         cargo install wasm-bindgen-cli --version "=$want" --quiet
     fi
 
