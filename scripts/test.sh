@@ -13,6 +13,23 @@ cd "$(dirname "$0")/.."
 echo "==> installing DynamoDB Local (cached)"
 scripts/install-dynamodb-local.sh
 
+echo "==> network fault tools (iptables, iproute2)"
+# tests/chaos/net_faults.rs breaks the network with iptables in a private network namespace.
+# Where namespaces are permitted (root) a missing iptables fails that test, so install it here;
+# elsewhere the test skips itself and nothing is needed.
+missing=()
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq "${missing[@]}" >/dev/null \
+            || { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }
+    else
+        echo "not installing ${missing[*]} (needs root and apt-get): the network fault test will skip"
+    fi
+fi
+
 echo "==> formatting and lints"
 cargo fmt --all -- --check
 cargo fmt --manifest-path web/Cargo.toml -- --check  # the browser page: its own workspace

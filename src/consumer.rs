@@ -474,6 +474,7 @@ impl ConsumerBuilder {
             filter: self.filter,
             failure_sink: self.failure_sink,
             leases: self.leases,
+            workers: std::sync::atomic::AtomicUsize::new(0),
         });
         let outcome: Outcome = Arc::new(Mutex::new(None));
         let (ready, started) = tokio::sync::oneshot::channel();

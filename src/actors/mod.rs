@@ -39,12 +39,43 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// Lease mode: the lease table and this worker's id.
     pub(crate) leases: Option<(Arc<dyn crate::lease::LeaseStore>, String)>,
+    /// Shard workers alive now: the idle-poll budget is shared among them.
+    pub(crate) workers: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
     /// Publish an event; having no subscriber is fine.
     pub(crate) fn emit(&self, event: ConsumerEvent) {
         let _ = self.events.send(event);
+    }
+
+    /// The wait after an empty page: `idle_poll_interval`, stretched when this many workers
+    /// polling at that pace would exceed `max_idle_polls_per_second` together.
+    pub(crate) fn idle_delay(&self) -> Duration {
+        let workers = self.workers.load(std::sync::atomic::Ordering::Relaxed);
+        let budget = self.config.max_idle_polls_per_second.max(1);
+        let share = Duration::from_secs_f64(workers as f64 / f64::from(budget));
+        self.config.idle_poll_interval.max(share)
+    }
+}
+
+/// Counts a shard worker in [`Shared::workers`] for as long as it lives.
+pub(crate) struct WorkerCount(Arc<Shared>);
+
+impl WorkerCount {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        shared
+            .workers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(shared)
+    }
+}
+
+impl Drop for WorkerCount {
+    fn drop(&mut self) {
+        self.0
+            .workers
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -15,7 +15,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use super::checkpointer::CheckpointerMsg;
 use super::coordinator::CoordinatorMsg;
 use super::handler_actor::{may_take_more, HandlerActor, HandlerArgs, HandlerMsg};
-use super::{call, exit, Shared};
+use super::{call, exit, Shared, WorkerCount};
 use crate::checkpoint::ShardCheckpoint;
 use crate::config::{backoff, GapPolicy};
 use crate::error::{SourceError, SourceErrorKind};
@@ -59,6 +59,8 @@ pub(crate) enum WorkerMsg {
 }
 
 pub(crate) struct WorkerState {
+    /// Counts this worker in the idle-poll budget until it is dropped.
+    _counted: WorkerCount,
     shared: Arc<Shared>,
     shard: Arc<ShardInfo>,
     plan: ShardPlan,
@@ -302,7 +304,7 @@ impl WorkerState {
         } else if page_len > 0 {
             Step::Again(cfg.min_poll_interval)
         } else {
-            Step::Again(cfg.idle_poll_interval)
+            Step::Again(self.shared.idle_delay())
         })
     }
 
@@ -352,7 +354,7 @@ impl WorkerState {
                     _ if unreadable && self.closed => Ok(Step::End),
                     _ if unreadable => {
                         self.reopen_at_trim_horizon = true;
-                        Ok(Step::Again(self.shared.config.idle_poll_interval))
+                        Ok(Step::Again(self.shared.idle_delay()))
                     }
                     _ => {
                         self.reopen_at_trim_horizon = true;
@@ -457,6 +459,7 @@ impl Actor for ShardWorker {
         };
         let opened = args.initial_iterator.is_some();
         Ok(WorkerState {
+            _counted: WorkerCount::new(args.shared.clone()),
             iterator: args.initial_iterator,
             opened,
             at_trim_horizon: false,

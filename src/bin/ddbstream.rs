@@ -4,7 +4,8 @@
 //! Endpoint, region and credentials come from the AWS configuration chain (`AWS_ENDPOINT_URL`,
 //! `AWS_REGION`, `AWS_PROFILE`, environment credentials, SSO, ...); `--endpoint-url` and
 //! `--region` override it. Errors are one line on stderr, `ddbstream: <what is wrong>`, with
-//! exit code 1 (2 for usage errors).
+//! exit code 1 (2 for usage errors). Warnings (a failed call being retried, a worker restart)
+//! are lines on stderr too; `RUST_LOG` changes what is shown (default `warn`).
 
 // A binary's crate root looks for modules beside it: these live in `ddbstream/`.
 #[path = "ddbstream/output.rs"]
@@ -157,6 +158,7 @@ struct StatusArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    output::init_warnings();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -213,6 +215,23 @@ fn describe(e: dynamodb_stream::Error) -> String {
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called, so
 /// call it before starting work.
+/// Runs `work` unless SIGINT or SIGTERM comes first (`None` then, after a line saying so).
+///
+/// Why: starting can take long — an unreachable endpoint is retried with back-off, a replica's
+/// first scan reads the whole table — and the tool must stay stoppable all along.
+async fn unless_stopped<T>(
+    stop: &mut std::pin::Pin<Box<impl std::future::Future<Output = ()>>>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        r = work => Some(r),
+        () = stop.as_mut() => {
+            output::Log::get().line("ddbstream: stopped before the stream was read");
+            None
+        }
+    }
+}
+
 fn stop_signal() -> Result<impl std::future::Future<Output = ()>, String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt =

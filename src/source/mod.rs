@@ -6,6 +6,8 @@
 
 #[cfg(feature = "aws")]
 pub(crate) mod aws;
+#[cfg(feature = "aws")]
+mod wire;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,7 +1,8 @@
 //! Helpers of the chaos scenarios: knobs, SDK clients through the fault proxy, a stream client
 //! that times and counts every call, a steady writer of versioned items, an append-only
-//! delivery log, and the checker that reads it (lost, duplicates, order inversions per shard,
-//! lineage violations, per-key version regressions).
+//! delivery log (in-process handlers, or a `ddbstream tail` process's stdout), and the checker
+//! that reads it (lost, duplicates, order inversions per shard, lineage violations, per-key
+//! version regressions).
 
 #![allow(dead_code)]
 
@@ -12,9 +13,12 @@ pub use wait::periodic_check as wait_for;
 pub use crate::ddb_local::lineage;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue as DdbValue;
 use aws_sdk_dynamodbstreams::config::retry::{RetryConfig, RetryPartition};
@@ -27,7 +31,7 @@ use dynamodb_stream::source::{
 use dynamodb_stream::{Batch, ConsumerEvent, Handler, HandlerError, SequenceNumber, ShardInfo};
 use tokio::sync::broadcast;
 
-use crate::ddb_local::{sdk_error, TestClients, REGION};
+use crate::ddb_local::{env_for_cli, sdk_error, TestClients, REGION};
 use crate::fault_proxy::FaultProxy;
 
 // ---------------------------------------------------------------------------------------------
@@ -367,12 +371,7 @@ impl Log {
 
     /// Whether every version of every key in `written` was delivered.
     pub fn has_all(&self, written: &Written) -> bool {
-        let d = self.deliveries.lock().unwrap();
-        let got: HashSet<(&str, u64)> = d.iter().map(|x| (x.key.as_str(), x.version)).collect();
-        written
-            .versions
-            .iter()
-            .all(|(k, n)| (1..=*n).all(|v| got.contains(&(k.as_str(), v))))
+        has_all(written, &self.deliveries.lock().unwrap())
     }
 }
 
@@ -463,6 +462,180 @@ impl Events {
             .map(|(_, e)| e.clone())
             .collect()
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A `ddbstream tail` process
+// ---------------------------------------------------------------------------------------------
+
+/// Point a command running `ddbstream` at `c`'s namespace on DynamoDB Local (and at nothing
+/// else from the caller's AWS configuration).
+pub fn cli_env(cmd: &mut Command, c: &TestClients) {
+    for var in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env_for_cli(c));
+}
+
+/// A running `ddbstream tail`: its stdout (one JSON line per record) is the delivery log, each
+/// line stamped when it arrived; its stderr goes to a file.
+pub struct TailProcess {
+    pub child: Child,
+    /// Stdout lines with their arrival time (ms since the epoch).
+    pub lines: Arc<Mutex<Vec<(u64, String)>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    stderr: PathBuf,
+    pub started: Instant,
+    /// (time since start, VmRSS in kB), from [`TailProcess::sample_rss`].
+    pub rss: Vec<(Duration, u64)>,
+}
+
+impl TailProcess {
+    /// Start `cmd` (a `ddbstream tail ...` command line), its stderr into the file `stderr`.
+    pub fn spawn(mut cmd: Command, stderr: PathBuf) -> Self {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        let mut child = cmd.spawn().expect("start ddbstream tail");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("piped stdout");
+        let sink = lines.clone();
+        // Ends at end of output: when the process exits or dies.
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).split(b'\n') {
+                let Ok(line) = line else { return };
+                let text = String::from_utf8_lossy(&line).into_owned();
+                sink.lock().unwrap().push((now_ms(), text));
+            }
+        });
+        Self {
+            child,
+            lines,
+            reader: Some(reader),
+            stderr,
+            started: Instant::now(),
+            rss: Vec::new(),
+        }
+    }
+
+    pub fn sample_rss(&mut self) {
+        let path = format!("/proc/{}/status", self.child.id());
+        let kb = std::fs::read_to_string(path).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        });
+        if let Some(kb) = kb {
+            self.rss.push((self.started.elapsed(), kb));
+        }
+    }
+
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGKILL, then collect every line it printed.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            r.join().expect("stdout reader");
+        }
+    }
+
+    /// SIGTERM; wait for a clean exit.
+    pub async fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            if let Some(s) = self.exited() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tail did not stop within 30 s of SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            exit.success(),
+            "tail exited with {exit} after SIGTERM:\n{}",
+            self.stderr_text()
+        );
+        if let Some(r) = self.reader.take() {
+            r.join().expect("stdout reader");
+        }
+    }
+
+    /// The records it printed, as deliveries of run `run`; and how many lines did not parse
+    /// (a line cut by SIGKILL).
+    pub fn deliveries(&self, run: usize) -> (Vec<Delivery>, usize) {
+        let mut out = Vec::new();
+        let mut bad = 0;
+        for (at, line) in self.lines.lock().unwrap().iter() {
+            match parse_tail_line(line) {
+                Some((shard_id, sequence_number, key, version, t)) => out.push(Delivery {
+                    run,
+                    shard_id,
+                    sequence_number,
+                    key,
+                    version,
+                    written_ms: t,
+                    delivered_ms: *at,
+                }),
+                None => bad += 1,
+            }
+        }
+        (out, bad)
+    }
+}
+
+impl Drop for TailProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `{"shardId", "sequenceNumber", "keys": {"pk"}, "newImage": {"v", "t"}}` of a tail line.
+fn parse_tail_line(line: &str) -> Option<(String, SequenceNumber, String, u64, Option<u64>)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let shard = v.get("shardId")?.as_str()?.to_owned();
+    let seq = v.get("sequenceNumber")?.as_str()?.parse().ok()?;
+    let key = v.get("keys")?.get("pk")?.as_str()?.to_owned();
+    let image = v.get("newImage")?;
+    let version = image.get("v")?.as_u64()?;
+    let t = image.get("t").and_then(|t| t.as_u64());
+    Some((shard, seq, key, version, t))
+}
+
+/// Whether every version of every key in `written` is among `deliveries`.
+pub fn has_all(written: &Written, deliveries: &[Delivery]) -> bool {
+    missing(written, deliveries) == 0
+}
+
+/// How many written (key, version) pairs are not among `deliveries`.
+pub fn missing(written: &Written, deliveries: &[Delivery]) -> usize {
+    let got: HashSet<(&str, u64)> = deliveries
+        .iter()
+        .map(|d| (d.key.as_str(), d.version))
+        .collect();
+    written
+        .versions
+        .iter()
+        .flat_map(|(k, n)| (1..=*n).map(move |v| (k.as_str(), v)))
+        .filter(|kv| !got.contains(kv))
+        .count()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@
 //! for good (afterwards every shard is ended or caught up, the consumer is healthy, every
 //! reported stall recovered); nothing is lost, nothing reordered, lineage kept.
 //!
-//! Network faults below HTTP (netns, iptables: packet loss, blackholes) are not exercised yet
-//! (see docs/reliability.md). Hangs and resets at the proxy cover what the client sees of them
-//! (no answer; a broken connection).
+//! These faults are made at the HTTP level, one request at a time. The same kinds of failure
+//! below HTTP — packets dropped (a blackhole), connections reset or refused, random packet loss —
+//! are made with iptables in a private network namespace by `net_faults.rs`.
 
 use std::time::{Duration, Instant};
 
@@ -39,10 +39,6 @@ const SLACK: Duration = Duration::from_millis(1_500);
 async fn hung_calls_and_resets_end_in_time_and_lose_nothing() {
     let chaos = Duration::from_secs(chaos_secs());
     let seed = seed("hangs");
-    println!(
-        "hangs: network faults below HTTP (netns/iptables) are not exercised yet; the proxy's \
-         hangs and resets stand in for them"
-    );
     let c = clients("chaos_hangs");
     let arn = create_table(&c, TABLE, StreamViewType::NewAndOldImages).await;
     let proxy = FaultProxy::start(&server().endpoint, seed);

@@ -11,17 +11,18 @@
 //! the start of a shard in the run after a kill, and at most 2 pages (2 × 1000 records) per
 //! kill; RSS stable after warm-up within each run that lives long enough; lag p99 reported.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::StreamViewType;
 use dynamodb_stream::SequenceNumber;
 
-use crate::common::{chaos_secs, check, env_u64, lineage, now_ms, seed, Delivery, Writer};
-use crate::ddb_local::{clients, create_table, env_for_cli, rollover, TestClients};
+use crate::common::{
+    chaos_secs, check, cli_env, env_u64, lineage, missing, now_ms, seed, Delivery, TailProcess,
+    Writer,
+};
+use crate::ddb_local::{clients, create_table, rollover, TestClients};
 
 const TABLE: &str = "soak";
 /// GetRecords returns at most this many records: one page.
@@ -29,161 +30,20 @@ const PAGE: usize = 1000;
 /// RSS samples of a run's first seconds are warm-up.
 const WARM_UP: Duration = Duration::from_secs(2);
 
-/// One `ddbstream tail` process.
-struct Tail {
-    child: Child,
-    /// Stdout lines with their arrival time (ms since the epoch).
-    lines: Arc<Mutex<Vec<(u64, String)>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-    stderr: PathBuf,
-    started: Instant,
-    /// (time since start, VmRSS in kB).
-    rss: Vec<(Duration, u64)>,
-    killed: bool,
-}
-
-impl Tail {
-    fn start(c: &TestClients, checkpoint: &Path, stderr: PathBuf) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddbstream"));
-        for var in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"] {
-            cmd.env_remove(var);
-        }
-        cmd.envs(env_for_cli(c))
-            .args([
-                "tail",
-                "--table",
-                TABLE,
-                "--from",
-                "trim-horizon",
-                "--checkpoint",
-            ])
-            .arg(checkpoint)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
-        let mut child = cmd.spawn().expect("start ddbstream tail");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().expect("piped stdout");
-        let sink = lines.clone();
-        // Ends at end of output: when the process exits or dies.
-        let reader = std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).split(b'\n') {
-                let Ok(line) = line else { return };
-                let text = String::from_utf8_lossy(&line).into_owned();
-                sink.lock().unwrap().push((now_ms(), text));
-            }
-        });
-        Self {
-            child,
-            lines,
-            reader: Some(reader),
-            stderr,
-            started: Instant::now(),
-            rss: Vec::new(),
-            killed: false,
-        }
-    }
-
-    fn sample_rss(&mut self) {
-        let path = format!("/proc/{}/status", self.child.id());
-        let kb = std::fs::read_to_string(path).ok().and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        });
-        if let Some(kb) = kb {
-            self.rss.push((self.started.elapsed(), kb));
-        }
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().expect("try_wait")
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// SIGKILL, then collect every line it printed.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.killed = true;
-        if let Some(r) = self.reader.take() {
-            r.join().expect("stdout reader");
-        }
-    }
-
-    /// SIGTERM; wait for a clean exit.
-    async fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let exit = loop {
-            if let Some(s) = self.exited() {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tail did not stop within 30 s of SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        assert!(
-            exit.success(),
-            "tail exited with {exit} after SIGTERM:\n{}",
-            self.stderr_text()
-        );
-        if let Some(r) = self.reader.take() {
-            r.join().expect("stdout reader");
-        }
-    }
-
-    /// The records it printed, as deliveries of run `run`; and how many lines did not parse
-    /// (a line cut by SIGKILL).
-    fn deliveries(&self, run: usize) -> (Vec<Delivery>, usize) {
-        let mut out = Vec::new();
-        let mut bad = 0;
-        for (at, line) in self.lines.lock().unwrap().iter() {
-            match parse(line) {
-                Some((shard_id, sequence_number, key, version, t)) => out.push(Delivery {
-                    run,
-                    shard_id,
-                    sequence_number,
-                    key,
-                    version,
-                    written_ms: t,
-                    delivered_ms: *at,
-                }),
-                None => bad += 1,
-            }
-        }
-        (out, bad)
-    }
-}
-
-impl Drop for Tail {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// `{"shardId", "sequenceNumber", "keys": {"pk"}, "newImage": {"v", "t"}}` of a tail line.
-fn parse(line: &str) -> Option<(String, SequenceNumber, String, u64, Option<u64>)> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    let shard = v.get("shardId")?.as_str()?.to_owned();
-    let seq = v.get("sequenceNumber")?.as_str()?.parse().ok()?;
-    let key = v.get("keys")?.get("pk")?.as_str()?.to_owned();
-    let image = v.get("newImage")?;
-    let version = image.get("v")?.as_u64()?;
-    let t = image.get("t").and_then(|t| t.as_u64());
-    Some((shard, seq, key, version, t))
+/// `ddbstream tail --table soak --from trim-horizon --checkpoint FILE`.
+fn start_tail(c: &TestClients, checkpoint: &Path, stderr: PathBuf) -> TailProcess {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddbstream"));
+    cli_env(&mut cmd, c);
+    cmd.args([
+        "tail",
+        "--table",
+        TABLE,
+        "--from",
+        "trim-horizon",
+        "--checkpoint",
+    ])
+    .arg(checkpoint);
+    TailProcess::spawn(cmd, stderr)
 }
 
 fn median(mut xs: Vec<u64>) -> u64 {
@@ -208,10 +68,10 @@ async fn soak_with_rollovers_and_sigkills_loses_nothing() {
     let started = Instant::now();
     let mut next_rollover = started + rollover_every;
     let mut rollovers = 0;
-    let mut runs: Vec<Tail> = Vec::new();
+    let mut runs: Vec<TailProcess> = Vec::new();
     while started.elapsed() < soak {
         let index = runs.len();
-        let mut tail = Tail::start(&c, &checkpoint, dir.path().join(format!("run-{index}.log")));
+        let mut tail = start_tail(&c, &checkpoint, dir.path().join(format!("run-{index}.log")));
         let kill_ms = kill_every.as_millis() as u64;
         let life = Duration::from_millis(rng.u64(kill_ms / 2..=kill_ms * 3 / 2));
         let mut next_sample = Instant::now();
@@ -241,12 +101,12 @@ async fn soak_with_rollovers_and_sigkills_loses_nothing() {
 
     // The last run reads everything that is left, then stops cleanly.
     let last_index = runs.len();
-    let mut last = Tail::start(
+    let mut last = start_tail(
         &c,
         &checkpoint,
         dir.path().join(format!("run-{last_index}.log")),
     );
-    let collect = |runs: &[Tail], last: &Tail| -> (Vec<Delivery>, usize) {
+    let collect = |runs: &[TailProcess], last: &TailProcess| -> (Vec<Delivery>, usize) {
         let mut all = Vec::new();
         let mut bad = 0;
         for (i, t) in runs.iter().chain(std::iter::once(last)).enumerate() {
@@ -264,14 +124,7 @@ async fn soak_with_rollovers_and_sigkills_loses_nothing() {
             next_sample += Duration::from_millis(500);
         }
         let (all, _) = collect(&runs, &last);
-        let got: std::collections::HashSet<(&str, u64)> =
-            all.iter().map(|d| (d.key.as_str(), d.version)).collect();
-        let missing = written
-            .versions
-            .iter()
-            .flat_map(|(k, n)| (1..=*n).map(move |v| (k.as_str(), v)))
-            .filter(|kv| !got.contains(kv))
-            .count();
+        let missing = missing(&written, &all);
         if missing == 0 {
             break;
         }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use dynamodb_stream::checkpoint::MemoryCheckpointStore;
 use dynamodb_stream::sim::{FaultKind, FaultRule, Operation, Simulator};
+use dynamodb_stream::ConsumerConfig;
 
 use crate::common::{check_deliveries, periodic_check, start, Log, Written};
 
@@ -65,19 +66,20 @@ async fn thirty_percent_throttling_loses_nothing_and_stays_polite() {
     );
     check_deliveries(&written, &log.snapshot(), true);
 
-    // Caught up: a minute of idling costs about one GetRecords per second per shard.
+    // Caught up: a minute of idling costs one GetRecords per idle interval per shard.
     sim.clear_faults();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = sim.stats().get_records_calls;
     tokio::time::sleep(Duration::from_secs(60)).await;
     let open = sim.open_shards().len() as u64;
     let idle_calls = sim.stats().get_records_calls - before;
+    let per_shard = 60_000 / ConsumerConfig::default().idle_poll_interval.as_millis() as u64;
     assert!(
-        idle_calls <= open * 62,
+        idle_calls <= open * (per_shard + 2),
         "{idle_calls} GetRecords in an idle minute on {open} shards"
     );
     assert!(
-        idle_calls >= open * 30,
+        idle_calls >= open * per_shard / 2,
         "idle shards must still be polled: {idle_calls}"
     );
     consumer.shutdown().await.expect("shutdown");
@@ -91,4 +93,52 @@ async fn thirty_percent_throttling_loses_nothing_and_stays_polite() {
             shard.shard_id
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_polling_of_a_wide_stream_stays_within_its_budget() {
+    // 40 idle shards at a 400 ms idle interval would be 100 GetRecords/s; the budget is 20/s,
+    // so each shard is polled every 2 s instead.
+    let sim = Simulator::builder().initial_shards(40).seed(7).build();
+    let log = Log::new();
+    let store = MemoryCheckpointStore::new();
+    let (consumer, _) = start(&sim, &log, &store, |c| {
+        c.idle_poll_interval = Duration::from_millis(400);
+        c.max_idle_polls_per_second = 20;
+    })
+    .await;
+    let mut written = Written::default();
+    for i in 0..200 {
+        written.put(&sim, &format!("k{i}"));
+    }
+    periodic_check(
+        || log.len() as u64 >= written.total(),
+        Duration::from_secs(120),
+        "all records",
+    )
+    .await;
+    check_deliveries(&written, &log.snapshot(), true);
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = sim.stats().get_records_calls;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let idle_calls = sim.stats().get_records_calls - before;
+    // 20/s for a minute, plus at most one call per shard in flight at either edge.
+    assert!(
+        idle_calls <= 20 * 60 + 2 * 40,
+        "{idle_calls} GetRecords in an idle minute, budget 20/s"
+    );
+    assert!(
+        idle_calls >= 20 * 60 / 2,
+        "idle shards must still be polled: {idle_calls}"
+    );
+    // And a write to an idle shard still arrives, within one stretched interval.
+    written.put(&sim, "late");
+    periodic_check(
+        || log.len() as u64 >= written.total(),
+        Duration::from_secs(3),
+        "the late write within one stretched idle interval",
+    )
+    .await;
+    consumer.shutdown().await.expect("shutdown");
 }

@@ -142,3 +142,44 @@ mod tests {
         assert_eq!(clock(Duration::from_secs(65)), "1:05");
     }
 }
+
+/// Show the library's warnings on stderr, one `ddbstream: WARN ...` line each, through [`Log`]
+/// so they never tear a progress line. Why: a failed GetRecords is retried inside the consumer
+/// without an event, so without these lines an operator cannot tell an outage from a quiet
+/// stream. `RUST_LOG` (e.g. `dynamodb_stream=debug`) shows more.
+pub(crate) fn init_warnings() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Fails only when a subscriber is already set, which this binary never does.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| LogWriter(Vec::new()))
+        .with_target(false)
+        .without_time()
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Collects one formatted event and hands it to [`Log::line`] when dropped.
+struct LogWriter(Vec<u8>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        let text = text.trim_end();
+        if !text.is_empty() {
+            Log::get().line(&format!("ddbstream: {}", text.trim_start()));
+        }
+    }
+}

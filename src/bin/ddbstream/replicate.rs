@@ -11,19 +11,22 @@ use tokio::sync::{broadcast, watch};
 
 use crate::output::{clock, thousands, Log};
 use crate::tail::event_line;
-use crate::{describe, stop_signal, ReplicateArgs};
+use crate::{describe, stop_signal, unless_stopped, ReplicateArgs};
 
 /// How often the progress line is redrawn on a terminal, and printed otherwise.
 const REDRAW: Duration = Duration::from_millis(250);
 const PRINT: Duration = Duration::from_secs(5);
 
 pub(crate) async fn run(aws: &SdkConfig, args: ReplicateArgs) -> Result<(), String> {
-    let stop = stop_signal()?;
+    let mut stop = Box::pin(stop_signal()?);
     let dynamodb = aws_sdk_dynamodb::Client::new(aws);
     let streams = aws_sdk_dynamodbstreams::Client::new(aws);
     // Check the table before the database file is opened (or created): a wrong table name or
     // stream type leaves no file behind.
-    let info = dynamodb.table_info(&args.table).await.map_err(describe)?;
+    let Some(info) = unless_stopped(&mut stop, dynamodb.table_info(&args.table)).await else {
+        return Ok(());
+    };
+    let info = info.map_err(describe)?;
     check_table(&info).map_err(describe)?;
     let sink = SqliteReplica::open(&args.db).await.map_err(describe)?;
     let mut builder =
@@ -32,7 +35,10 @@ pub(crate) async fn run(aws: &SdkConfig, args: ReplicateArgs) -> Result<(), Stri
         builder = builder.scan_page_limit(limit);
     }
     let events = builder.events();
-    let mut replicator = builder.spawn().await.map_err(describe)?;
+    let Some(spawned) = unless_stopped(&mut stop, builder.spawn()).await else {
+        return Ok(());
+    };
+    let mut replicator = spawned.map_err(describe)?;
     Log::get().line(&format!(
         "ddbstream: replicating table {} ({}) into {}",
         info.table_name,
@@ -49,12 +55,12 @@ pub(crate) async fn run(aws: &SdkConfig, args: ReplicateArgs) -> Result<(), Stri
     let next = if args.once {
         tokio::select! {
             r = replicator.caught_up() => Next::Done(r),
-            () = stop => Next::Stop,
+            () = &mut stop => Next::Stop,
         }
     } else {
         tokio::select! {
             r = replicator.join() => Next::Done(r),
-            () = stop => Next::Stop,
+            () = &mut stop => Next::Stop,
         }
     };
     match next {

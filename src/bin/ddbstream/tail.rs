@@ -8,11 +8,12 @@ use aws_config::SdkConfig;
 use dynamodb_stream::checkpoint::FileCheckpointStore;
 use dynamodb_stream::events::GapAction;
 use dynamodb_stream::lease::DynamoDbLeaseStore;
+use dynamodb_stream::status::HealthProblem;
 use dynamodb_stream::{Batch, Consumer, ConsumerEvent, HandlerError, StartPosition};
 use tokio::sync::{broadcast, Notify};
 
 use crate::output::{record_json, Log};
-use crate::{describe, stop_signal, StartFrom, TailArgs};
+use crate::{describe, stop_signal, unless_stopped, StartFrom, TailArgs};
 
 /// The application name that keys `tail`'s checkpoints in a `--checkpoint` file.
 pub(crate) const APPLICATION: &str = "ddbstream-tail";
@@ -49,14 +50,16 @@ impl Printer {
 }
 
 pub(crate) async fn run(aws: &SdkConfig, args: TailArgs) -> Result<(), String> {
-    let stop = stop_signal()?;
+    let mut stop = Box::pin(stop_signal()?);
     let streams = aws_sdk_dynamodbstreams::Client::new(aws);
     let builder = match (&args.table, &args.stream_arn) {
         (Some(table), _) => {
             let dynamodb = aws_sdk_dynamodb::Client::new(aws);
-            Consumer::for_table(&dynamodb, streams, table)
-                .await
-                .map_err(describe)?
+            let found = Consumer::for_table(&dynamodb, streams, table);
+            let Some(found) = unless_stopped(&mut stop, found).await else {
+                return Ok(());
+            };
+            found.map_err(describe)?
         }
         (None, Some(arn)) => Consumer::builder(streams, arn.clone()),
         (None, None) => return Err("pass --table or --stream-arn".into()),
@@ -89,7 +92,10 @@ pub(crate) async fn run(aws: &SdkConfig, args: TailArgs) -> Result<(), String> {
         });
     }
     let events = builder.events();
-    let mut consumer = builder.spawn().await.map_err(describe)?;
+    let Some(spawned) = unless_stopped(&mut stop, builder.spawn()).await else {
+        return Ok(());
+    };
+    let mut consumer = spawned.map_err(describe)?;
     let from = match args.from {
         StartFrom::Latest => "latest",
         StartFrom::TrimHorizon => "trim-horizon",
@@ -106,7 +112,7 @@ pub(crate) async fn run(aws: &SdkConfig, args: TailArgs) -> Result<(), String> {
     }
     let next = tokio::select! {
         r = consumer.join() => Next::Stopped(r),
-        () = stop => Next::Stop,
+        () = &mut stop => Next::Stop,
         () = printer.closed_notify.notified() => Next::Stop,
     };
     match next {
@@ -187,6 +193,29 @@ pub(crate) fn event_line(event: &ConsumerEvent) -> Option<String> {
         ConsumerEvent::LeaseLost { shard_id } => {
             format!("ddbstream: lost the lease of {shard_id}; another worker reads it now")
         }
+        ConsumerEvent::Unhealthy(problem) => {
+            format!("ddbstream: unhealthy: {}", problem_text(problem))
+        }
+        ConsumerEvent::Recovered(problem) => {
+            format!("ddbstream: recovered: {}", problem_text(problem))
+        }
         _ => return None,
     })
+}
+
+/// A watchdog finding in words.
+fn problem_text(problem: &HealthProblem) -> String {
+    match problem {
+        HealthProblem::ShardStalled { shard_id, for_ } => {
+            format!("shard {shard_id} has had no successful read for {for_:?}")
+        }
+        HealthProblem::HandlerStuck { shard_id, for_ } => {
+            format!("the output of shard {shard_id} has been blocked for {for_:?}")
+        }
+        HealthProblem::ChildrenMissing { shard_id, for_ } => {
+            format!("shard {shard_id} ended {for_:?} ago and no child shard was found")
+        }
+        HealthProblem::Quarantined { shard_id } => format!("shard {shard_id} is quarantined"),
+        other => format!("{other:?}"),
+    }
 }
