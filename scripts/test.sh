@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project on a fresh machine: installs DynamoDB Local (cached
 # in .cache/), checks formatting and lints, runs all tests (unit, simulator invariants, the real
-# DynamoDB Local suite, CLI, doctests) and the quickstart example.
+# DynamoDB Local suite, CLI, doctests), the quickstart example, and the browser build with its
+# test in headless Chromium (scripts/wasm.sh: installs Debian's Rust for wasm32, Chromium and
+# wasm-bindgen-cli when missing).
 #
 # Knobs: DDBSTREAM_SEEDS (randomized simulator workloads, default 40),
 #        DDBSTREAM_CACHE (where DynamoDB Local is installed, default .cache).
@@ -30,6 +32,7 @@ fi
 
 echo "==> formatting and lints"
 cargo fmt --all -- --check
+cargo fmt --manifest-path web/Cargo.toml -- --check  # the browser page: its own workspace
 cargo clippy --all-targets --all-features -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --quiet
 
@@ -41,3 +44,6 @@ cargo test --all-features --doc
 
 echo "==> quickstart"
 cargo run --quiet --example quickstart
+
+echo "==> the browser build (wasm32) and its test in headless Chromium"
+scripts/wasm.sh test

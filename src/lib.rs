@@ -50,6 +50,8 @@
 #![forbid(unsafe_code)]
 
 mod actors;
+#[cfg(all(feature = "aws", target_arch = "wasm32", target_os = "unknown"))]
+pub mod browser;
 pub mod checkpoint;
 mod config;
 mod consumer;
@@ -63,6 +65,7 @@ mod position;
 pub mod record;
 #[cfg(all(feature = "aws", feature = "sqlite"))]
 pub mod replicate;
+mod rt;
 pub mod sim;
 pub mod source;
 pub mod status;

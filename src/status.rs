@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
+use crate::rt::Instant;
 
 use crate::record::SequenceNumber;
 

@@ -142,7 +142,7 @@ impl CheckpointerState {
                 self.dirty.remove(&shard);
                 continue;
             };
-            let started = tokio::time::Instant::now();
+            let started = crate::rt::Instant::now();
             let result = store
                 .checkpoint(&self.key, &shard, &owner, held.counter, &cp)
                 .await;
@@ -233,7 +233,7 @@ impl CheckpointerState {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let span = tracing::debug_span!("checkpoint", stream = %self.key.stream_arn, shards = updates.len());
-        let started = tokio::time::Instant::now();
+        let started = crate::rt::Instant::now();
         let result = tracing::Instrument::instrument(
             self.store
                 .save(&self.key, self.started_at_ms, updates.clone()),

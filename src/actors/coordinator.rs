@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::rt::Instant;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio::time::Instant;
 
 use super::checkpointer::{Checkpointer, CheckpointerArgs, CheckpointerMsg, LeaseBackend};
 use super::worker::{ShardWorker, WorkerArgs, WorkerMsg};
@@ -217,7 +217,7 @@ impl CoordinatorState {
     async fn pace_describe(&mut self) {
         if let Some(t) = self.last_describe {
             let next = t + self.shared.config.min_describe_interval;
-            tokio::time::sleep_until(next).await;
+            crate::rt::sleep_until(next).await;
         }
         self.last_describe = Some(Instant::now());
     }
@@ -692,7 +692,7 @@ impl CoordinatorState {
                     Ok(_) => break,
                     Err(e) if e.is_retryable() && attempt < 10 => {
                         let c = &self.shared.config;
-                        tokio::time::sleep(backoff(c.retry_backoff, c.max_retry_backoff, attempt))
+                        crate::rt::sleep(backoff(c.retry_backoff, c.max_retry_backoff, attempt))
                             .await;
                         attempt += 1;
                     }
@@ -860,8 +860,8 @@ impl CoordinatorState {
             let _ = w.cast(WorkerMsg::LeaseLost);
             // A handler that never returns must not keep the shard: kill it after the timeout.
             let grace = self.shared.config.handler_timeout + Duration::from_secs(10);
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
+            crate::rt::spawn(async move {
+                crate::rt::sleep(grace).await;
                 w.kill();
             });
         }
@@ -891,8 +891,7 @@ impl CoordinatorState {
                         .metrics
                         .source_error("GetShardIterator", e.kind());
                     let c = &self.shared.config;
-                    tokio::time::sleep(backoff(c.retry_backoff, c.max_retry_backoff, attempt))
-                        .await;
+                    crate::rt::sleep(backoff(c.retry_backoff, c.max_retry_backoff, attempt)).await;
                     attempt += 1;
                 }
                 Err(e) => return Err(format!("cannot open shard {shard_id} at LATEST: {e}").into()),
@@ -910,7 +909,7 @@ impl CoordinatorState {
         let span = tracing::info_span!("discover", stream = %self.shared.stream_arn);
         let result = tracing::Instrument::instrument(
             describe_all(api.as_ref(), &self.shared.stream_arn, || {
-                tokio::time::sleep(min_interval)
+                crate::rt::sleep(min_interval)
             }),
             span,
         )
@@ -1060,7 +1059,7 @@ impl CoordinatorState {
             t.abort();
         }
         let drain_timeout = self.shared.config.handler_timeout * 2 + Duration::from_secs(10);
-        let mut drains = tokio::task::JoinSet::new();
+        let mut drains = crate::rt::JoinSet::new();
         for (_, (_, worker)) in self.workers.drain() {
             drains.spawn(async move { call(&worker, WorkerMsg::Drain, drain_timeout).await });
         }

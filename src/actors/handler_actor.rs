@@ -62,7 +62,7 @@ enum LaneMsg {
 
 /// Aborts the lane tasks when the stage goes away — also when it is killed (a crash or a
 /// worker restart), so no handler call outlives its shard worker.
-struct LaneTasks(Vec<tokio::task::JoinHandle<()>>);
+struct LaneTasks(Vec<crate::rt::JoinHandle<()>>);
 
 impl Drop for LaneTasks {
     fn drop(&mut self) {
@@ -116,7 +116,7 @@ async fn guarded<T>(
     what: &str,
     f: impl std::future::Future<Output = T>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(timeout, AssertUnwindSafe(f).catch_unwind()).await {
+    match crate::rt::timeout(timeout, AssertUnwindSafe(f).catch_unwind()).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(_)) => Err(format!("{what} panicked")),
         Err(_) => Err(format!("{what} did not return within {timeout:?}")),
@@ -307,10 +307,12 @@ impl Actor for HandlerActor {
                         metrics: state.shared.metrics.clone(),
                         abandoned: state.abandoned.clone(),
                     };
-                    state
-                        ._tasks
-                        .0
-                        .push(tokio::spawn(run_lane(lane, rx, myself.clone(), start_tx)));
+                    state._tasks.0.push(crate::rt::spawn(run_lane(
+                        lane,
+                        rx,
+                        myself.clone(),
+                        start_tx,
+                    )));
                     state.lanes.push(tx);
                     state.buffers.push(Vec::new());
                     started.push(start_rx);

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::rt::Instant;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio::time::Instant;
 
 use super::checkpointer::CheckpointerMsg;
 use super::coordinator::CoordinatorMsg;

@@ -5,7 +5,11 @@
 //! shard iterators, which expire after 15 minutes), and a checkpoint never passes a record the
 //! handler has not acknowledged (invariant I3).
 
+// Files and a blocking pool: not in the browser.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 mod file;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod local_storage;
 mod memory;
 
 use std::collections::BTreeMap;
@@ -16,7 +20,10 @@ use crate::error::CheckpointError;
 use crate::record::SequenceNumber;
 use crate::source::BoxFuture;
 
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub use file::FileCheckpointStore;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+pub use local_storage::LocalStorageCheckpointStore;
 pub use memory::MemoryCheckpointStore;
 
 /// Identifies one consumer's position set: several applications can consume one stream, each

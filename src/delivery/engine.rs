@@ -76,7 +76,7 @@ impl Lane {
         let Some(batch) = Batch::from_ordered(self.shard.clone(), records) else {
             return Ok(());
         };
-        let started = tokio::time::Instant::now();
+        let started = crate::rt::Instant::now();
         let (shard_id, parent, lane) = (
             &self.shard.shard_id,
             self.shard.parent_shard_id.as_ref(),
@@ -94,7 +94,7 @@ impl Lane {
         );
         let call = AssertUnwindSafe(self.handler.handle(batch)).catch_unwind();
         let result =
-            tracing::Instrument::instrument(tokio::time::timeout(self.timeout, call), span).await;
+            tracing::Instrument::instrument(crate::rt::timeout(self.timeout, call), span).await;
         let ok = matches!(result, Ok(Ok(Ok(()))));
         self.board.update(shard_id, parent, |e| {
             e.calls.remove(&lane);
@@ -134,7 +134,7 @@ impl Lane {
     /// A fresh handler after a panic or timeout, started like the first.
     async fn replace_handler(&mut self) -> Result<(), String> {
         self.handler = (self.factory)(&self.shard);
-        match tokio::time::timeout(self.timeout, self.handler.on_shard_start(&self.shard)).await {
+        match crate::rt::timeout(self.timeout, self.handler.on_shard_start(&self.shard)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("on_shard_start failed: {e}")),
             Err(_) => Err(format!(
@@ -174,7 +174,7 @@ impl Lane {
                 Ok(()) => break,
                 Err(e) if attempt < 10 => {
                     tracing::warn!(shard = %self.shard.shard_id, error = %e, "failure sink refused; retrying");
-                    tokio::time::sleep(backoff(
+                    crate::rt::sleep(backoff(
                         Duration::from_millis(200),
                         Duration::from_secs(30),
                         attempt,
@@ -272,7 +272,7 @@ impl Lane {
                     finished += n;
                     break;
                 }
-                tokio::time::sleep(backoff(
+                crate::rt::sleep(backoff(
                     policy.initial_backoff,
                     policy.max_backoff,
                     attempts - 1,

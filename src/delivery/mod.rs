@@ -7,6 +7,8 @@
 //! shard moves on — or, without a sink, the shard is quarantined. Nothing is skipped silently.
 
 pub(crate) mod engine;
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+mod json_lines;
 mod sink;
 pub(crate) mod watermark;
 
@@ -16,7 +18,9 @@ use std::time::Duration;
 
 use crate::record::{RecordKind, SequenceNumber, StreamRecord};
 
-pub use sink::{FailureSink, JsonLinesFailureSink};
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+pub use json_lines::JsonLinesFailureSink;
+pub use sink::FailureSink;
 
 /// How a failing batch is retried in place.
 ///

@@ -266,7 +266,7 @@ impl DynamoDbLeaseStore {
 
     /// Wait until the table is usable; its description then.
     async fn wait_active(&self) -> Result<TableDescription, LeaseError> {
-        let deadline = tokio::time::Instant::now() + ACTIVE_TIMEOUT;
+        let deadline = crate::rt::Instant::now() + ACTIVE_TIMEOUT;
         let mut delay = Duration::from_millis(50);
         loop {
             // A table just created may not be visible at once (DescribeTable is eventually
@@ -297,7 +297,7 @@ impl DynamoDbLeaseStore {
                 },
                 None => "not visible yet".to_owned(),
             };
-            if tokio::time::Instant::now() >= deadline {
+            if crate::rt::Instant::now() >= deadline {
                 return Err(LeaseError::new(
                     LeaseErrorKind::Io,
                     format!(
@@ -306,7 +306,7 @@ impl DynamoDbLeaseStore {
                     ),
                 ));
             }
-            tokio::time::sleep(delay).await;
+            crate::rt::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(2));
         }
     }

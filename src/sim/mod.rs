@@ -355,7 +355,7 @@ impl Simulator {
             state.begin_call(op, shard.as_deref())
         };
         if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+            crate::rt::sleep(delay).await;
         }
         fault.map(|kind| kind.to_error(op))
     }

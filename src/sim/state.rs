@@ -68,7 +68,7 @@ impl ShardState {
 pub(super) struct State {
     cfg: SimulatorBuilder,
     arn: String,
-    created: tokio::time::Instant,
+    created: crate::rt::Instant,
     offset: Duration,
     wall_start: SystemTime,
     rng: fastrand::Rng,
@@ -121,7 +121,7 @@ fn source_error(kind: SourceErrorKind, message: String) -> SourceError {
 
 impl State {
     pub(super) fn new(cfg: SimulatorBuilder) -> Self {
-        let wall_start = cfg.start_time.unwrap_or_else(SystemTime::now);
+        let wall_start = cfg.start_time.unwrap_or_else(crate::rt::system_now);
         let arn = format!(
             "arn:aws:dynamodb:us-east-1:000000000000:table/{}/stream/{}",
             cfg.table_name,
@@ -131,7 +131,7 @@ impl State {
         let secret = rng.u64(..);
         let mut state = Self {
             arn,
-            created: tokio::time::Instant::now(),
+            created: crate::rt::Instant::now(),
             offset: Duration::ZERO,
             wall_start,
             rng,
@@ -169,7 +169,7 @@ impl State {
     // ----- clock -----
 
     pub(super) fn now(&self) -> Duration {
-        tokio::time::Instant::now().saturating_duration_since(self.created) + self.offset
+        crate::rt::Instant::now().saturating_duration_since(self.created) + self.offset
     }
 
     pub(super) fn advance(&mut self, by: Duration) {

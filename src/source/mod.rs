@@ -63,7 +63,7 @@ pub trait StreamsApi: Send + Sync + 'static {
     /// `LATEST` bookmark with it. Real services use the system clock (the default); a simulator
     /// with a controllable clock returns its own.
     fn wall_clock(&self) -> std::time::SystemTime {
-        std::time::SystemTime::now()
+        crate::rt::system_now()
     }
 }
 
