@@ -178,6 +178,44 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_benchmark_page_shape() {
+        // One record of the canned endpoint's pages (docs/benchmarks.md).
+        let body = br#"{"Records":[{"awsRegion":"us-east-1","eventID":"0123456789abcdef0123456789abcdef","eventName":"MODIFY",
+         "eventSource":"aws:dynamodb","eventVersion":"1.1",
+         "dynamodb":{"ApproximateCreationDateTime":1700000000,"SequenceNumber":"100000000000000000002",
+           "SizeBytes":412,"StreamViewType":"NEW_AND_OLD_IMAGES",
+           "Keys":{"pk":{"S":"cust#000001"},"sk":{"S":"ord#00000001"}},
+           "NewImage":{"pk":{"S":"cust#000001"},"sk":{"S":"ord#00000001"},"status":{"S":"SHIPPED"},
+             "amount":{"N":"1.01"},"gift":{"BOOL":false},"tags":{"SS":["vip","eu-1"]},
+             "address":{"M":{"street":{"S":"2 Elm St"},"zip":{"S":"00001"}}},
+             "lines":{"L":[{"M":{"sku":{"S":"sku-000001"},"qty":{"N":"2"}}}]}},
+           "OldImage":{"pk":{"S":"cust#000001"},"sk":{"S":"ord#00000001"},"status":{"S":"PAID"}}}}],
+         "NextShardIterator":"it"}"#;
+        let page = parse_get_records(body).expect("accepted");
+        let image = page.records[0].new_image().expect("new image");
+        assert_eq!(image.len(), 8);
+        assert_eq!(image.get("gift"), Some(&AttributeValue::Bool(false)));
+    }
+
+    #[test]
+    fn escaped_strings_are_read_too() {
+        // `\/` is `/` in JSON: base64 and strings may arrive escaped.
+        let body = br#"{"Records":[{"eventName":"INSERT","dynamodb":{"SequenceNumber":"100000000000000000001","Keys":{"k\u00e9":{"S":"a\/b\n"}},"NewImage":{"b":{"B":"\/w=="},"bs":{"BS":["\/w==","AA=="]}}}}]}"#;
+        let page = parse_get_records(body).expect("accepted");
+        let record = &page.records[0];
+        assert_eq!(
+            record.keys().get("k\u{e9}"),
+            Some(&AttributeValue::S("a/b\n".into()))
+        );
+        let image = record.new_image().expect("new image");
+        assert_eq!(image.get("b"), Some(&AttributeValue::B(vec![0xff])));
+        assert_eq!(
+            image.get("bs"),
+            Some(&AttributeValue::Bs(vec![vec![0xff], vec![0]]))
+        );
+    }
+
+    #[test]
     fn the_last_page_of_a_closed_shard_has_no_iterator() {
         let page = parse_get_records(br#"{"Records":[]}"#).expect("accepted");
         assert!(page.records.is_empty());
