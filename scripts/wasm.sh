@@ -39,8 +39,12 @@ die() {
 apt_install() {
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "==> apt-get install $*"
-        # Another installer may hold the lock: wait for it rather than fail.
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@"
+        # Another installer may hold the lock: wait for it rather than fail. A fresh machine's
+        # package lists may be missing or stale: refresh them once if the install fails.
+        local apt=(apt-get -o DPkg::Lock::Timeout=600)
+        export DEBIAN_FRONTEND=noninteractive
+        "${apt[@]}" install -y --no-install-recommends "$@" \
+            || { "${apt[@]}" update -qq && "${apt[@]}" install -y --no-install-recommends "$@"; }
     else
         die "missing: $* (Debian packages; install them as root: apt-get install $*)"
     fi

@@ -180,13 +180,24 @@ fn fail(message: &str) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let config = aws_config(&cli).await?;
+    // First of all: from here on SIGINT/SIGTERM mean a clean stop, whatever phase it is in.
+    let mut stop: Stop = Box::pin(stop_signal()?);
+    let Some(config) = unless_stopped(&mut stop, aws_config(&cli)).await else {
+        return Ok(());
+    };
+    let config = config?;
     match cli.command {
-        Command::Tail(args) => tail::run(&config, args).await,
-        Command::Replicate(args) => replicate::run(&config, args).await,
-        Command::Status(args) => status::run(&config, args).await,
+        Command::Tail(args) => tail::run(&config, args, stop).await,
+        Command::Replicate(args) => replicate::run(&config, args, stop).await,
+        // A read-only probe: stopping it early loses nothing.
+        Command::Status(args) => unless_stopped(&mut stop, status::run(&config, args))
+            .await
+            .unwrap_or(Ok(())),
     }
 }
+
+/// SIGINT or SIGTERM, as a future that is polled across the phases of a command.
+type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 async fn aws_config(cli: &Cli) -> Result<SdkConfig, String> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -220,7 +231,7 @@ fn describe(e: dynamodb_stream::Error) -> String {
 /// Why: starting can take long — an unreachable endpoint is retried with back-off, a replica's
 /// first scan reads the whole table — and the tool must stay stoppable all along.
 async fn unless_stopped<T>(
-    stop: &mut std::pin::Pin<Box<impl std::future::Future<Output = ()>>>,
+    stop: &mut Stop,
     work: impl std::future::Future<Output = T>,
 ) -> Option<T> {
     tokio::select! {
@@ -232,7 +243,7 @@ async fn unless_stopped<T>(
     }
 }
 
-fn stop_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+fn stop_signal() -> Result<impl std::future::Future<Output = ()> + Send, String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;

@@ -549,6 +549,14 @@ impl TailProcess {
 
     /// SIGTERM; wait for a clean exit.
     pub async fn terminate(&mut self) {
+        // A run started just before (after a kill) may not have installed its signal handler
+        // yet: in the first milliseconds of a process SIGTERM's default action kills it, which
+        // no program can prevent. Its first stderr line comes after the handler is in place.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.stderr_text().is_empty() && self.exited().is_none() && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()

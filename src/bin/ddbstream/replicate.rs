@@ -11,14 +11,17 @@ use tokio::sync::{broadcast, watch};
 
 use crate::output::{clock, thousands, Log};
 use crate::tail::event_line;
-use crate::{describe, stop_signal, unless_stopped, ReplicateArgs};
+use crate::{describe, unless_stopped, ReplicateArgs, Stop};
 
 /// How often the progress line is redrawn on a terminal, and printed otherwise.
 const REDRAW: Duration = Duration::from_millis(250);
 const PRINT: Duration = Duration::from_secs(5);
 
-pub(crate) async fn run(aws: &SdkConfig, args: ReplicateArgs) -> Result<(), String> {
-    let mut stop = Box::pin(stop_signal()?);
+pub(crate) async fn run(
+    aws: &SdkConfig,
+    args: ReplicateArgs,
+    mut stop: Stop,
+) -> Result<(), String> {
     let dynamodb = aws_sdk_dynamodb::Client::new(aws);
     let streams = aws_sdk_dynamodbstreams::Client::new(aws);
     // Check the table before the database file is opened (or created): a wrong table name or

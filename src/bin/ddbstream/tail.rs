@@ -13,7 +13,7 @@ use dynamodb_stream::{Batch, Consumer, ConsumerEvent, HandlerError, StartPositio
 use tokio::sync::{broadcast, Notify};
 
 use crate::output::{record_json, Log};
-use crate::{describe, stop_signal, unless_stopped, StartFrom, TailArgs};
+use crate::{describe, unless_stopped, StartFrom, Stop, TailArgs};
 
 /// The application name that keys `tail`'s checkpoints in a `--checkpoint` file.
 pub(crate) const APPLICATION: &str = "ddbstream-tail";
@@ -49,8 +49,7 @@ impl Printer {
     }
 }
 
-pub(crate) async fn run(aws: &SdkConfig, args: TailArgs) -> Result<(), String> {
-    let mut stop = Box::pin(stop_signal()?);
+pub(crate) async fn run(aws: &SdkConfig, args: TailArgs, mut stop: Stop) -> Result<(), String> {
     let streams = aws_sdk_dynamodbstreams::Client::new(aws);
     let builder = match (&args.table, &args.stream_arn) {
         (Some(table), _) => {
