@@ -40,6 +40,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_runtime_api::shared::IntoShared;
 use aws_smithy_types::body::SdkBody;
+use aws_types::sdk_config::SharedCredentialsProvider;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
@@ -103,10 +104,20 @@ impl BrowserAws {
 
     /// A DynamoDB Streams client for this page.
     pub fn streams_client(&self) -> aws_sdk_dynamodbstreams::Client {
-        let mut config = aws_sdk_dynamodbstreams::Config::builder()
+        aws_sdk_dynamodbstreams::Client::new(&self.sdk_config())
+    }
+
+    /// A DynamoDB client for this page (to resolve a table's stream, or to write items).
+    pub fn dynamodb_client(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk_config())
+    }
+
+    /// What both clients share: the browser's fetch, sleep and clock, and these credentials.
+    fn sdk_config(&self) -> aws_types::SdkConfig {
+        let mut config = aws_types::SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
-            .credentials_provider(self.credentials.clone())
+            .credentials_provider(SharedCredentialsProvider::new(self.credentials.clone()))
             .identity_cache(IdentityCache::no_cache())
             .http_client(fetch_http_client())
             .sleep_impl(SharedAsyncSleep::new(EventLoopSleep))
@@ -114,23 +125,7 @@ impl BrowserAws {
         if let Some(url) = &self.endpoint {
             config = config.endpoint_url(url);
         }
-        aws_sdk_dynamodbstreams::Client::from_conf(config.build())
-    }
-
-    /// A DynamoDB client for this page (to resolve a table's stream, or to write items).
-    pub fn dynamodb_client(&self) -> aws_sdk_dynamodb::Client {
-        let mut config = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodb::config::Region::new(self.region.clone()))
-            .credentials_provider(self.credentials.clone())
-            .identity_cache(aws_sdk_dynamodb::config::IdentityCache::no_cache())
-            .http_client(fetch_http_client())
-            .sleep_impl(SharedAsyncSleep::new(EventLoopSleep))
-            .time_source(SharedTimeSource::new(DateClock));
-        if let Some(url) = &self.endpoint {
-            config = config.endpoint_url(url);
-        }
-        aws_sdk_dynamodb::Client::from_conf(config.build())
+        config.build()
     }
 }
 
