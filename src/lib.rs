@@ -50,6 +50,8 @@
 #![forbid(unsafe_code)]
 
 mod actors;
+#[cfg(feature = "aws")]
+mod aws_error;
 #[cfg(all(feature = "aws", target_arch = "wasm32", target_os = "unknown"))]
 pub mod browser;
 pub mod checkpoint;

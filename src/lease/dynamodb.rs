@@ -22,6 +22,7 @@ use super::{
     check_counter, check_forward, check_owner, next_counter, not_found, Lease, LeaseError,
     LeaseErrorKind, LeaseStore,
 };
+use crate::aws_error::{self, modeled_codes, short_code, Failure, ModeledCode};
 use crate::checkpoint::{ShardCheckpoint, StreamKey};
 use crate::record::SequenceNumber;
 use crate::source::BoxFuture;
@@ -493,70 +494,52 @@ impl DynamoDbLeaseStore {
         E: ProvideErrorMetadata + ModeledCode + StdError + Send + Sync + 'static,
     {
         let table = &self.table;
-        let (kind, message) = match &err {
-            SdkError::ServiceError(service) => {
-                let status = service.raw().status();
-                let code = service
-                    .err()
-                    .modeled_code()
-                    .or_else(|| service.err().code());
+        let context = DisplayErrorContext(&err);
+        let (kind, message) = match aws_error::read(&err) {
+            Failure::Service {
+                code,
+                status,
+                detail,
+            } => {
                 let kind = match code.and_then(kind_for_code) {
                     Some(kind) => kind,
-                    None if status.is_server_error() || status.as_u16() == 429 => {
-                        LeaseErrorKind::Io
-                    }
+                    None if (500..600).contains(&status) || status == 429 => LeaseErrorKind::Io,
                     // A 2xx "error" without code: the response body did not parse.
-                    None if code.is_none() && status.is_success() => LeaseErrorKind::Io,
+                    None if code.is_none() && (200..300).contains(&status) => LeaseErrorKind::Io,
                     None => LeaseErrorKind::Fatal,
                 };
-                let detail = service
-                    .err()
-                    .message()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| DisplayErrorContext(service.err()).to_string());
                 let hint = if code.is_some_and(|c| short_code(c) == "ResourceNotFoundException") {
                     " (the lease table does not exist: call ensure_table first)"
                 } else {
                     ""
                 };
                 let message = format!(
-                    "{operation} on lease table {table:?} failed: {} (HTTP {}): {detail}{hint}",
+                    "{operation} on lease table {table:?} failed: {} (HTTP {status}): {detail}{hint}",
                     code.unwrap_or("no error code"),
-                    status.as_u16()
                 );
                 (kind, message)
             }
-            SdkError::TimeoutError(_) => (
+            Failure::Timeout => (
                 LeaseErrorKind::Io,
-                format!(
-                    "{operation} on lease table {table:?} timed out: {}",
-                    DisplayErrorContext(&err)
-                ),
+                format!("{operation} on lease table {table:?} timed out: {context}"),
             ),
-            SdkError::DispatchFailure(dispatch) => (
-                if dispatch.is_user() {
+            Failure::Dispatch { user } => (
+                if user {
                     LeaseErrorKind::Fatal
                 } else {
                     LeaseErrorKind::Io
                 },
-                format!(
-                    "{operation} on lease table {table:?} could not be sent: {}",
-                    DisplayErrorContext(&err)
-                ),
+                format!("{operation} on lease table {table:?} could not be sent: {context}"),
             ),
-            SdkError::ResponseError(_) => (
+            Failure::Response => (
                 LeaseErrorKind::Io,
                 format!(
-                    "{operation} on lease table {table:?}: response could not be read: {}",
-                    DisplayErrorContext(&err)
+                    "{operation} on lease table {table:?}: response could not be read: {context}"
                 ),
             ),
-            _ => (
+            Failure::Construction | Failure::Other => (
                 LeaseErrorKind::Fatal,
-                format!(
-                    "{operation} on lease table {table:?} failed: {}",
-                    DisplayErrorContext(&err)
-                ),
+                format!("{operation} on lease table {table:?} failed: {context}"),
             ),
         };
         LeaseError::new(kind, message).with_source(err)
@@ -653,12 +636,6 @@ fn type_name(value: &AttributeValue) -> &'static str {
     }
 }
 
-/// A code without namespace (`com.amazonaws.dynamodb.v20120810#X`) or suffix (`X:http://..`).
-fn short_code(code: &str) -> &str {
-    let code = code.rsplit('#').next().unwrap_or(code);
-    code.split(':').next().unwrap_or(code)
-}
-
 fn kind_for_code(code: &str) -> Option<LeaseErrorKind> {
     let kind = match short_code(code) {
         "ConditionalCheckFailedException" => LeaseErrorKind::Conflict,
@@ -678,27 +655,6 @@ fn kind_for_code(code: &str) -> Option<LeaseErrorKind> {
         _ => return None,
     };
     Some(kind)
-}
-
-/// The error code of an operation error's modeled variant.
-///
-/// Modeled errors built in code (rather than parsed from a response) carry no code in their
-/// metadata, so the variant itself is the authority; the metadata code covers the rest.
-trait ModeledCode {
-    fn modeled_code(&self) -> Option<&'static str>;
-}
-
-macro_rules! modeled_codes {
-    ($($error:ty { $($variant:ident),* $(,)? })*) => {$(
-        impl ModeledCode for $error {
-            fn modeled_code(&self) -> Option<&'static str> {
-                match self {
-                    $(Self::$variant(_) => Some(stringify!($variant)),)*
-                    _ => None,
-                }
-            }
-        }
-    )*};
 }
 
 modeled_codes! {
@@ -725,9 +681,7 @@ modeled_codes! {
         InternalServerError, ProvisionedThroughputExceededException, RequestLimitExceeded,
         ResourceNotFoundException, ThrottlingException,
     }
-    ddb::operation::describe_table::DescribeTableError {
-        InternalServerError, ResourceNotFoundException,
-    }
+    // DescribeTableError: implemented once, in source::aws (table resolution).
     ddb::operation::create_table::CreateTableError {
         InternalServerError, LimitExceededException, ResourceInUseException,
     }

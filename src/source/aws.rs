@@ -28,6 +28,7 @@ use streams::config::http::HttpResponse;
 use streams::config::{Intercept, RuntimeComponents};
 use streams::error::SdkError;
 
+use crate::aws_error::{self, modeled_codes, short_code, Failure, ModeledCode};
 use crate::error::{SourceError, SourceErrorKind};
 use crate::record::{
     AttributeValue, Item, RecordKind, SequenceNumber, StreamRecord, StreamViewType, UserIdentity,
@@ -80,66 +81,25 @@ pub fn recommended_timeouts() -> TimeoutConfig {
 // Error classification
 // ---------------------------------------------------------------------------------------------
 
-/// The error code of an operation error's modeled variant.
-///
-/// Modeled errors built in code (rather than parsed from a response) carry no code in their
-/// metadata, so the variant itself is the authority; the metadata code covers the rest.
-trait ModeledCode {
-    fn modeled_code(&self) -> Option<&'static str>;
-}
-
-impl ModeledCode for streams::operation::describe_stream::DescribeStreamError {
-    fn modeled_code(&self) -> Option<&'static str> {
-        match self {
-            Self::InternalServerError(_) => Some("InternalServerError"),
-            Self::ResourceNotFoundException(_) => Some("ResourceNotFoundException"),
-            _ => None,
-        }
+modeled_codes! {
+    streams::operation::describe_stream::DescribeStreamError {
+        InternalServerError, ResourceNotFoundException,
     }
-}
-
-impl ModeledCode for streams::operation::get_shard_iterator::GetShardIteratorError {
-    fn modeled_code(&self) -> Option<&'static str> {
-        match self {
-            Self::InternalServerError(_) => Some("InternalServerError"),
-            Self::ResourceNotFoundException(_) => Some("ResourceNotFoundException"),
-            Self::TrimmedDataAccessException(_) => Some("TrimmedDataAccessException"),
-            _ => None,
-        }
+    streams::operation::get_shard_iterator::GetShardIteratorError {
+        InternalServerError, ResourceNotFoundException, TrimmedDataAccessException,
     }
-}
-
-impl ModeledCode for streams::operation::get_records::GetRecordsError {
-    fn modeled_code(&self) -> Option<&'static str> {
-        match self {
-            Self::ExpiredIteratorException(_) => Some("ExpiredIteratorException"),
-            Self::InternalServerError(_) => Some("InternalServerError"),
-            Self::LimitExceededException(_) => Some("LimitExceededException"),
-            Self::ResourceNotFoundException(_) => Some("ResourceNotFoundException"),
-            Self::TrimmedDataAccessException(_) => Some("TrimmedDataAccessException"),
-            _ => None,
-        }
+    streams::operation::get_records::GetRecordsError {
+        ExpiredIteratorException, InternalServerError, LimitExceededException,
+        ResourceNotFoundException, TrimmedDataAccessException,
     }
-}
-
-impl ModeledCode for dynamodb::operation::describe_table::DescribeTableError {
-    fn modeled_code(&self) -> Option<&'static str> {
-        match self {
-            Self::InternalServerError(_) => Some("InternalServerError"),
-            Self::InvalidEndpointException(_) => Some("InvalidEndpointException"),
-            Self::ResourceNotFoundException(_) => Some("ResourceNotFoundException"),
-            _ => None,
-        }
+    dynamodb::operation::describe_table::DescribeTableError {
+        InternalServerError, InvalidEndpointException, ResourceNotFoundException,
     }
 }
 
 /// The kind an AWS error code stands for, if it is one this crate knows.
 fn kind_for_code(code: &str) -> Option<SourceErrorKind> {
-    // Codes may arrive qualified ("com.amazonaws.dynamodb.v20120810#ResourceNotFoundException")
-    // or with a suffix ("Code:http://..."); the SDK usually strips both, this makes sure.
-    let code = code.rsplit('#').next().unwrap_or(code);
-    let code = code.split(':').next().unwrap_or(code);
-    let kind = match code {
+    let kind = match short_code(code) {
         "ExpiredIteratorException" => SourceErrorKind::ExpiredIterator,
         "TrimmedDataAccessException" => SourceErrorKind::TrimmedData,
         "ResourceNotFoundException" => SourceErrorKind::NotFound,
@@ -168,72 +128,51 @@ fn classify_sdk_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>
 where
     E: ProvideErrorMetadata + ModeledCode + StdError + Send + Sync + 'static,
 {
-    let (kind, message) = match &err {
-        SdkError::ServiceError(service) => {
-            let status = service.raw().status();
-            let code = service
-                .err()
-                .modeled_code()
-                .or_else(|| service.err().code());
+    let context = DisplayErrorContext(&err);
+    let (kind, message) = match aws_error::read(&err) {
+        Failure::Service {
+            code,
+            status,
+            detail,
+        } => {
             let kind = match code.and_then(kind_for_code) {
                 Some(kind) => kind,
-                None if status.is_server_error() => SourceErrorKind::Retryable,
-                None if status.as_u16() == 429 => SourceErrorKind::Throttled,
-                None if code.is_none() && status.is_success() => SourceErrorKind::Retryable,
+                None if (500..600).contains(&status) => SourceErrorKind::Retryable,
+                None if status == 429 => SourceErrorKind::Throttled,
+                None if code.is_none() && (200..300).contains(&status) => {
+                    SourceErrorKind::Retryable
+                }
                 None => SourceErrorKind::Fatal,
             };
-            let detail = service
-                .err()
-                .message()
-                .map(str::to_owned)
-                .unwrap_or_else(|| DisplayErrorContext(service.err()).to_string());
             let message = match code {
-                Some(code) => format!(
-                    "{operation} failed: {code} (HTTP {}): {detail}",
-                    status.as_u16()
-                ),
-                None => format!(
-                    "{operation} failed: HTTP {} without error code: {detail}",
-                    status.as_u16()
-                ),
+                Some(code) => format!("{operation} failed: {code} (HTTP {status}): {detail}"),
+                None => format!("{operation} failed: HTTP {status} without error code: {detail}"),
             };
             (kind, message)
         }
-        SdkError::TimeoutError(_) => (
+        Failure::Timeout => (
             SourceErrorKind::Retryable,
-            format!("{operation} timed out: {}", DisplayErrorContext(&err)),
+            format!("{operation} timed out: {context}"),
         ),
-        SdkError::DispatchFailure(dispatch) => {
-            let kind = if dispatch.is_user() {
+        Failure::Dispatch { user } => (
+            if user {
                 SourceErrorKind::Fatal
             } else {
                 SourceErrorKind::Retryable
-            };
-            (
-                kind,
-                format!(
-                    "{operation} could not be sent: {}",
-                    DisplayErrorContext(&err)
-                ),
-            )
-        }
-        SdkError::ResponseError(_) => (
+            },
+            format!("{operation} could not be sent: {context}"),
+        ),
+        Failure::Response => (
             SourceErrorKind::Retryable,
-            format!(
-                "{operation} response could not be read: {}",
-                DisplayErrorContext(&err)
-            ),
+            format!("{operation} response could not be read: {context}"),
         ),
-        SdkError::ConstructionFailure(_) => (
+        Failure::Construction => (
             SourceErrorKind::Fatal,
-            format!(
-                "{operation} request could not be built: {}",
-                DisplayErrorContext(&err)
-            ),
+            format!("{operation} request could not be built: {context}"),
         ),
-        _ => (
+        Failure::Other => (
             SourceErrorKind::Fatal,
-            format!("{operation} failed: {}", DisplayErrorContext(&err)),
+            format!("{operation} failed: {context}"),
         ),
     };
     SourceError::new(kind, message).with_source(err)
