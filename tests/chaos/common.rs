@@ -12,6 +12,7 @@ pub use wait::periodic_check as wait_for;
 
 pub use crate::ddb_local::lineage;
 
+pub use crate::events::Events;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -28,8 +29,7 @@ use dynamodb_stream::record::AttributeValue;
 use dynamodb_stream::source::{
     BoxFuture, DescribeStreamRequest, IteratorPosition, RecordsPage, StreamDescription, StreamsApi,
 };
-use dynamodb_stream::{Batch, ConsumerEvent, Handler, HandlerError, SequenceNumber, ShardInfo};
-use tokio::sync::broadcast;
+use dynamodb_stream::{Batch, Handler, HandlerError, SequenceNumber, ShardInfo};
 
 use crate::ddb_local::{env_for_cli, sdk_error, TestClients, REGION};
 use crate::fault_proxy::FaultProxy;
@@ -420,47 +420,6 @@ impl Handler for Recorder {
             .unwrap()
             .push((shard.shard_id.clone(), at));
         Ok(())
-    }
-}
-
-/// Collects consumer events in the background.
-#[derive(Clone, Default)]
-pub struct Events(pub Arc<Mutex<Vec<(u64, ConsumerEvent)>>>);
-
-impl Events {
-    pub fn collect(mut rx: broadcast::Receiver<ConsumerEvent>) -> Self {
-        let events = Events::default();
-        let out = events.0.clone();
-        tokio::spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(e) => out.lock().unwrap().push((now_ms(), e)),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        panic!("event receiver lagged by {n}")
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        events
-    }
-
-    pub fn count(&self, pred: impl Fn(&ConsumerEvent) -> bool) -> usize {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, e)| pred(e))
-            .count()
-    }
-
-    pub fn all(&self) -> Vec<ConsumerEvent> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, e)| e.clone())
-            .collect()
     }
 }
 

@@ -11,6 +11,9 @@ mod ddb_local;
 #[path = "../support/netns.rs"]
 mod netns;
 
+#[path = "../support/events.rs"]
+mod events;
+
 mod common;
 mod fault_proxy;
 mod tcp_relay;

@@ -9,6 +9,7 @@ pub use wait::{periodic_check, periodic_check_async};
 
 pub use crate::ddb_local::lineage;
 
+pub use crate::events::Events;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,10 +21,7 @@ use dynamodb_stream::record::AttributeValue;
 use dynamodb_stream::source::{
     BoxFuture, DescribeStreamRequest, IteratorPosition, RecordsPage, StreamDescription, StreamsApi,
 };
-use dynamodb_stream::{
-    Batch, ConsumerEvent, Handler, HandlerError, RecordKind, SequenceNumber, ShardInfo,
-};
-use tokio::sync::broadcast;
+use dynamodb_stream::{Batch, Handler, HandlerError, RecordKind, SequenceNumber, ShardInfo};
 
 use crate::ddb_local::{sdk_error, TestClients};
 
@@ -291,37 +289,6 @@ pub fn check_deliveries(written: &Written, deliveries: &[Delivery], exactly_once
             &dups[..dups.len().min(10)]
         );
         assert_eq!(deliveries.len() as u64, written.total(), "delivery count");
-    }
-}
-
-/// Collects consumer events in the background.
-#[derive(Clone, Default)]
-pub struct Events(pub Arc<Mutex<Vec<ConsumerEvent>>>);
-
-impl Events {
-    pub fn collect(mut rx: broadcast::Receiver<ConsumerEvent>) -> Self {
-        let events = Events::default();
-        let out = events.0.clone();
-        tokio::spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(e) => out.lock().unwrap().push(e),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        panic!("event receiver lagged by {n}")
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        events
-    }
-
-    pub fn count(&self, pred: impl Fn(&ConsumerEvent) -> bool) -> usize {
-        self.0.lock().unwrap().iter().filter(|e| pred(e)).count()
-    }
-
-    pub fn all(&self) -> Vec<ConsumerEvent> {
-        self.0.lock().unwrap().clone()
     }
 }
 

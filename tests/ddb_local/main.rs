@@ -5,6 +5,9 @@
 #[path = "../support/ddb_local.rs"]
 mod ddb_local;
 
+#[path = "../support/events.rs"]
+mod events;
+
 mod common;
 
 mod aging;

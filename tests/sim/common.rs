@@ -6,6 +6,7 @@
 mod wait;
 pub use wait::periodic_check;
 
+pub use crate::events::Events;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,6 @@ use dynamodb_stream::sim::Simulator;
 use dynamodb_stream::{
     Batch, ConsumerEvent, Handler, HandlerError, RecordKind, SequenceNumber, ShardInfo,
 };
-use tokio::sync::broadcast;
 
 /// An item `{pk: key, v: version}`.
 pub fn item(key: &str, version: u64) -> Item {
@@ -434,37 +434,6 @@ pub fn check_deliveries(written: &Written, deliveries: &[Delivery], exactly_once
             written.total(),
             "duplicates delivered without any failure"
         );
-    }
-}
-
-/// Collects consumer events in the background.
-#[derive(Clone, Default)]
-pub struct Events(pub Arc<Mutex<Vec<ConsumerEvent>>>);
-
-impl Events {
-    pub fn collect(mut rx: broadcast::Receiver<ConsumerEvent>) -> Self {
-        let events = Events::default();
-        let out = events.0.clone();
-        tokio::spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(e) => out.lock().unwrap().push(e),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        panic!("event receiver lagged by {n}")
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        events
-    }
-
-    pub fn count(&self, pred: impl Fn(&ConsumerEvent) -> bool) -> usize {
-        self.0.lock().unwrap().iter().filter(|e| pred(e)).count()
-    }
-
-    pub fn all(&self) -> Vec<ConsumerEvent> {
-        self.0.lock().unwrap().clone()
     }
 }
 

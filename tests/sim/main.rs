@@ -1,6 +1,9 @@
 //! Invariants I1–I10 on the simulator, one file per behaviour. Time is tokio's paused clock,
 //! so backoffs, idle polls, 15-minute expiry and 24-hour trimming take milliseconds.
 
+#[path = "../support/events.rs"]
+mod events;
+
 mod common;
 
 mod d1_bisect_sink;

@@ -6,6 +6,10 @@
 
 #[path = "../sim/common.rs"]
 mod common;
+// The simulator suite's helpers; this binary uses a few of them.
+#[path = "../support/events.rs"]
+#[allow(dead_code)]
+mod events;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
