@@ -269,10 +269,11 @@ impl StreamsApi for streams::Client {
             if let Some(limit) = limit {
                 call = call.limit(limit_to_i32(limit));
             }
-            let fast = FastPage::new();
-            let output = match fast.interceptor() {
-                Some(interceptor) => call.customize().interceptor(interceptor).send().await,
-                None => call.send().await,
+            let fast = FastPage::default();
+            let output = if sdk_get_records_layer().is_some() {
+                call.customize().interceptor(fast.clone()).send().await
+            } else {
+                call.send().await
             }
             .map_err(|e| classify_sdk_error(GET_RECORDS, e))?;
             let records = match fast.take() {
@@ -305,38 +306,38 @@ impl StreamsApi for streams::Client {
 /// Only the body reader changes: signing, endpoints, retries, timeouts and the caller's own
 /// interceptors stay the SDK's. Error answers, and any body the fast reader declines, go to the
 /// SDK's own GetRecords deserializer, so their classification and messages are unchanged.
-struct FastPage {
-    slot: Arc<Mutex<Option<Vec<StreamRecord>>>>,
-}
+///
+/// The slot carries the records from the reader (inside the SDK's call) back to the caller;
+/// empty when the SDK's own reader read the page.
+#[derive(Clone, Default)]
+struct FastPage(Arc<Mutex<Option<Vec<StreamRecord>>>>);
 
 impl FastPage {
-    fn new() -> Self {
-        Self {
-            slot: Arc::new(Mutex::new(None)),
-        }
-    }
-
-    /// The interceptor that installs the fast reader for one call, or `None` if the SDK's own
-    /// deserializer could not be found (then the SDK reads every page, as before).
-    fn interceptor(&self) -> Option<FastPageInterceptor> {
-        sdk_get_records_layer().map(|sdk| FastPageInterceptor {
-            reader: Arc::new(FastPageReader {
-                sdk: sdk.clone(),
-                slot: Arc::clone(&self.slot),
-            }),
-        })
-    }
-
     /// The records the fast reader produced, if it read the page.
     fn take(&self) -> Option<Vec<StreamRecord>> {
-        self.slot
+        self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
     }
+
+    fn put(&self, records: Vec<StreamRecord>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(records);
+    }
 }
 
-/// The SDK's configuration layer for GetRecords, which holds its response deserializer.
+// Records hold item contents, which never reach logs (docs/operations.md).
+impl std::fmt::Debug for FastPage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FastPage")
+    }
+}
+
+/// The SDK's configuration layer for GetRecords, which holds its response deserializer; `None`
+/// if it has none (then the SDK reads every page, as before).
 fn sdk_get_records_layer() -> Option<&'static FrozenLayer> {
     static LAYER: OnceLock<Option<FrozenLayer>> = OnceLock::new();
     LAYER
@@ -344,63 +345,39 @@ fn sdk_get_records_layer() -> Option<&'static FrozenLayer> {
         .as_ref()
 }
 
-#[derive(Debug)]
-struct FastPageInterceptor {
-    reader: Arc<FastPageReader>,
-}
-
-impl Intercept for FastPageInterceptor {
+impl Intercept for FastPage {
     fn name(&self) -> &'static str {
         "dynamodb_stream::FastPage"
     }
 
     // Installed on every attempt, just before the response is read: the interceptor layer of
     // the config bag is searched before the operation's own, so this reader replaces the SDK's
-    // for this call only.
+    // for this call only. An earlier attempt's records are dropped: only the answer the call
+    // ends with may be delivered.
     fn modify_before_deserialization(
         &self,
         _context: &mut BeforeDeserializationInterceptorContextMut<'_>,
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        self.take();
         cfg.interceptor_state()
-            .store_put(SharedResponseDeserializer::new(ReaderHandle(Arc::clone(
-                &self.reader,
-            ))));
+            .store_put(SharedResponseDeserializer::new(self.clone()));
         Ok(())
     }
 }
 
-#[derive(Debug)]
-struct ReaderHandle(Arc<FastPageReader>);
-
-struct FastPageReader {
-    sdk: FrozenLayer,
-    slot: Arc<Mutex<Option<Vec<StreamRecord>>>>,
-}
-
-impl std::fmt::Debug for FastPageReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FastPageReader")
-    }
-}
-
-impl DeserializeResponse for ReaderHandle {
+impl DeserializeResponse for FastPage {
     fn deserialize_nonstreaming_with_config(
         &self,
         response: &HttpResponse,
         cfg: &ConfigBag,
     ) -> Result<Output, OrchestratorError<OperationError>> {
-        let reader = &self.0;
         if response.status().is_success() {
             if let Some(body) = response.body().bytes() {
                 match wire::parse_get_records(body) {
                     Ok(page) => {
-                        *reader
-                            .slot
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                            Some(page.records);
+                        self.put(page.records);
                         let output = streams::operation::get_records::GetRecordsOutput::builder()
                             .set_next_shard_iterator(page.next_shard_iterator)
                             .build();
@@ -412,7 +389,7 @@ impl DeserializeResponse for ReaderHandle {
                 }
             }
         }
-        match reader.sdk.load::<SharedResponseDeserializer>() {
+        match sdk_get_records_layer().and_then(|sdk| sdk.load::<SharedResponseDeserializer>()) {
             Some(sdk) => sdk.deserialize_nonstreaming_with_config(response, cfg),
             None => Err(OrchestratorError::other(
                 "the SDK's GetRecords deserializer is missing from its operation layer",
@@ -1739,18 +1716,14 @@ mod tests {
         let response =
             HttpResponse::new(200.try_into().expect("valid status"), SdkBody::from(body));
         let sdk_layer = sdk_get_records_layer().expect("the SDK's GetRecords layer");
-        let slot = Arc::new(Mutex::new(None));
-        let reader = ReaderHandle(Arc::new(FastPageReader {
-            sdk: sdk_layer.clone(),
-            slot: Arc::clone(&slot),
-        }));
+        let reader = FastPage::default();
         let fast_output = reader
             .deserialize_nonstreaming_with_config(&response, &ConfigBag::base())
             .expect("the fast reader's output");
         let fast_output = fast_output
             .downcast::<GetRecordsOutput>()
             .expect("a GetRecordsOutput");
-        let fast = slot.lock().expect("unpoisoned").take();
+        let fast = reader.take();
         let sdk_output = sdk_layer
             .load::<SharedResponseDeserializer>()
             .expect("the SDK's deserializer")
