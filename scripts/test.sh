@@ -2,7 +2,7 @@
 # Runs every check and test of the project on a fresh machine: installs DynamoDB Local (cached
 # in .cache/), checks formatting and lints, runs all tests (unit, simulator invariants, the real
 # DynamoDB Local suite, CLI, doctests), the quickstart example, and the browser build with its
-# test in headless Chromium (scripts/wasm.sh: installs Debian's Rust for wasm32, Chromium and
+# test in headless Chromium (scripts/wasm.sh: adds rustup's wasm32 target, installs Chromium and
 # wasm-bindgen-cli when missing).
 #
 # Knobs: DDBSTREAM_SEEDS (randomized simulator workloads, default 40),
@@ -10,10 +10,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "==> installing DynamoDB Local (cached)"
+# Each step says how long the one before it took (a cold run's budget is in issue #13's note).
+step_started=$SECONDS
+step() {
+    [ -z "${step_name:-}" ] || echo "    ($step_name: $((SECONDS - step_started)) s)"
+    step_name="$1"
+    step_started=$SECONDS
+    [ -z "$1" ] || echo "==> $1"
+}
+trap 'status=$?; step ""; echo "==> $([ $status = 0 ] && echo passed || echo FAILED) after $SECONDS s"' EXIT
+
+step "installing DynamoDB Local (cached)"
 scripts/install-dynamodb-local.sh
 
-echo "==> network fault tools (iptables, iproute2)"
+step "network fault tools (iptables, iproute2)"
 # tests/chaos/net_faults.rs breaks the network with iptables in a private network namespace.
 # Where namespaces are permitted (root) a missing iptables fails that test, so install it here;
 # elsewhere the test skips itself and nothing is needed.
@@ -30,20 +40,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-echo "==> formatting and lints"
+step "formatting, lints, and the declared minimum Rust"
+scripts/msrv.sh --check  # rust-version in Cargo.toml = what the locked dependencies need
 cargo fmt --all -- --check
 cargo fmt --manifest-path web/Cargo.toml -- --check  # the browser page: its own workspace
 cargo clippy --all-targets --all-features -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --quiet
 
-echo "==> tests (unit, simulator, DynamoDB Local, CLI, benches in quick mode)"
+step "tests (unit, simulator, DynamoDB Local, CLI, benches in quick mode)"
 cargo test --all-features --all-targets
 
-echo "==> doctests (API docs and README examples)"
+step "doctests (API docs and README examples)"
 cargo test --all-features --doc
 
-echo "==> quickstart"
+step "quickstart"
 cargo run --quiet --example quickstart
 
-echo "==> the browser build (wasm32) and its test in headless Chromium"
+step "the browser build (wasm32) and its test in headless Chromium"
 scripts/wasm.sh test

@@ -11,25 +11,29 @@
 #                           screenshot in target/browser/page.png
 #   scripts/wasm.sh serve   build, then serve web/dist on http://127.0.0.1:${PORT:-8080}/
 #
-# The toolchain: rustup ships no wasm32 standard library here, so the wasm build uses Debian's
-# Rust (rustc-web / cargo-web: /usr/bin/cargo, with the standard library's sources in
-# rust-web-src) and builds std from source (-Zbuild-std; RUSTC_BOOTSTRAP allows the flag on a
-# stable compiler), linking with lld's wasm-ld. Native builds keep using the cargo first on PATH.
-# wasm-bindgen-cli is installed with that cargo at exactly the wasm-bindgen version of
+# The toolchain: the rustup toolchain (the one that builds everything else) with its
+# wasm32-unknown-unknown standard library, added with `rustup target add` when missing; it links
+# with the rust-lld that ships with it. Only when rustup cannot add the target does the script
+# fall back to Debian's Rust (rustc-web / cargo-web, the standard library's sources in
+# rust-web-src, built with -Zbuild-std and linked by lld's wasm-ld) — and then it first checks
+# that compiler against the Rust the lockfile needs (scripts/msrv.sh) and stops with a plain
+# message if it is too old, instead of failing inside cargo.
+# wasm-bindgen-cli is installed with the native cargo at exactly the wasm-bindgen version of
 # web/Cargo.lock; Chromium is Debian's; playwright-core and the AWS SDK for JavaScript come from
 # web/test/package-lock.json (playwright downloads no browser: it is given Debian's).
 #
-# Knobs: WASM_CARGO (default /usr/bin/cargo), WASM_TARGET_DIR (default target/wasm),
-#        CHROMIUM (default /usr/bin/chromium), DDBSTREAM_CACHE (DynamoDB Local, as in test.sh).
+# Knobs: WASM_TOOLCHAIN (rustup | debian; default: rustup when it can add the target),
+#        WASM_TARGET_DIR (default target/wasm), CHROMIUM (default /usr/bin/chromium),
+#        DDBSTREAM_CACHE (DynamoDB Local, as in test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
 
-WASM_CARGO="${WASM_CARGO:-/usr/bin/cargo}"
 WASM_TARGET_DIR="${WASM_TARGET_DIR:-$repo/target/wasm}"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 export CHROMIUM
 TARGET=wasm32-unknown-unknown
+DEBIAN_CARGO="${WASM_DEBIAN_CARGO:-/usr/bin/cargo}"
 
 die() {
     echo "wasm.sh: $*" >&2
@@ -43,30 +47,82 @@ apt_install() {
         # package lists may be missing or stale: refresh them once if the install fails.
         local apt=(apt-get -o DPkg::Lock::Timeout=600)
         export DEBIAN_FRONTEND=noninteractive
-        "${apt[@]}" install -y --no-install-recommends "$@" \
-            || { "${apt[@]}" update -qq && "${apt[@]}" install -y --no-install-recommends "$@"; }
+        "${apt[@]}" install -y -qq --no-install-recommends "$@" >/dev/null \
+            || { "${apt[@]}" update -qq && "${apt[@]}" install -y -qq --no-install-recommends "$@" >/dev/null; }
     else
         die "missing: $* (Debian packages; install them as root: apt-get install $*)"
     fi
 }
 
+ensure_rustup_target() {
+    command -v rustup >/dev/null 2>&1 || return 1
+    rustup target list --installed 2>/dev/null | grep -qx "$TARGET" && return 0
+    echo "==> rustup target add $TARGET"
+    rustup target add "$TARGET"
+}
+
+# The fallback compiler must be new enough for the locked dependencies: say so plainly.
+check_debian_rustc() {
+    local have need
+    have="$("$(dirname "$DEBIAN_CARGO")/rustc" --version | awk '{print $2}')"
+    need="$(scripts/msrv.sh --manifest web/Cargo.toml --target "$TARGET")"
+    if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
+        die "rustup could not add the $TARGET target, and Debian's rustc-web is $have, but the locked dependencies of web/ need Rust $need or newer: install the target with 'rustup target add $TARGET' (rustup's toolchain must be $need or newer)"
+    fi
+}
+
 wasm_cargo() {
-    # Debian's rustc must be the one cargo runs, whatever rustup puts first on PATH.
-    RUSTC="$(dirname "$WASM_CARGO")/rustc" RUSTC_BOOTSTRAP=1 \
-        CARGO_TARGET_DIR="$WASM_TARGET_DIR" \
-        CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld \
-        "$WASM_CARGO" "$@" -Zbuild-std=std,panic_abort --target "$TARGET"
+    [ "${WASM_TOOLCHAIN_READY:-}" = 1 ] || toolchain_ready
+    if [ "$WASM_TOOLCHAIN" = rustup ]; then
+        CARGO_TARGET_DIR="$WASM_TARGET_DIR" cargo "$@" --target "$TARGET"
+    else
+        # Debian's rustc must be the one cargo runs, whatever rustup puts first on PATH.
+        RUSTC="$(dirname "$DEBIAN_CARGO")/rustc" RUSTC_BOOTSTRAP=1 \
+            CARGO_TARGET_DIR="$WASM_TARGET_DIR" \
+            CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld \
+            "$DEBIAN_CARGO" "$@" -Zbuild-std=std,panic_abort --target "$TARGET"
+    fi
 }
 
 wasm_bindgen_version() {
     sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"$/\1/p;}' web/Cargo.lock | head -n1
 }
 
-setup() {
+# Which toolchain builds wasm32: rustup's, with its wasm32 standard library added when missing;
+# Debian's only when rustup cannot add it (or WASM_TOOLCHAIN=debian asks for it). Sets
+# WASM_TOOLCHAIN and, for Debian's, the packages it needs in the array `missing`.
+pick_toolchain() {
+    if [ "${WASM_TOOLCHAIN:-}" != debian ] && ensure_rustup_target; then
+        WASM_TOOLCHAIN=rustup
+    else
+        [ "${WASM_TOOLCHAIN:-}" = debian ] \
+            || echo "wasm.sh: rustup cannot add $TARGET; falling back to Debian's rustc-web" >&2
+        WASM_TOOLCHAIN=debian
+        [ -x "$DEBIAN_CARGO" ] || missing+=(cargo-web rustc-web)
+        [ -d /usr/lib/rustlib/src/rust/library ] || missing+=(rust-web-src)
+        command -v wasm-ld >/dev/null 2>&1 || missing+=(lld)
+    fi
+    export WASM_TOOLCHAIN
+}
+
+toolchain_ready() {
     local missing=()
-    [ -x "$WASM_CARGO" ] || missing+=(cargo-web rustc-web)
-    [ -d /usr/lib/rustlib/src/rust/library ] || missing+=(rust-web-src)
-    command -v wasm-ld >/dev/null 2>&1 || missing+=(lld)
+    export WASM_TOOLCHAIN_READY=1
+    pick_toolchain
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+    if [ "$WASM_TOOLCHAIN" = rustup ]; then
+        echo "==> wasm32 toolchain: rustup, $(rustc --version)"
+    else
+        check_debian_rustc
+        echo "==> wasm32 toolchain: Debian, $("$(dirname "$DEBIAN_CARGO")/rustc" --version)"
+    fi
+}
+
+setup() {
+    toolchain_ready
+    local missing=()
     [ -x "$CHROMIUM" ] || missing+=(chromium)
     command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
     command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
