@@ -18,7 +18,7 @@ fn item(i: u64) -> Item {
     m.insert("pk".into(), AttributeValue::S(format!("item-{i}")));
     m.insert("n".into(), AttributeValue::N(i.to_string()));
     m.insert("s".into(), AttributeValue::S("x".repeat(64)));
-    m.insert("b".into(), AttributeValue::Bool(i % 2 == 0));
+    m.insert("b".into(), AttributeValue::Bool(i.is_multiple_of(2)));
     Item::from(m)
 }
 

@@ -67,7 +67,7 @@ impl Handler for ReplicaHandler {
 fn order(id: u32, version: u32) -> Item {
     serde_dynamo::to_item(serde_json::json!({
         "pk": format!("order-{id}"),
-        "status": if version % 3 == 0 { "shipped" } else { "open" },
+        "status": if version.is_multiple_of(3) { "shipped" } else { "open" },
         "version": version,
         "total": format!("{}.{:02}", id * 7, version),
     }))

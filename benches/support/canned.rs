@@ -196,7 +196,7 @@ pub fn record_json(n: usize) -> Value {
             "sk": sk,
             "status": { "S": status },
             "amount": { "N": format!("{}.{:02}", n % 1000, n % 100) },
-            "gift": { "BOOL": n % 3 == 0 },
+            "gift": { "BOOL": n.is_multiple_of(3) },
             "tags": { "SS": ["vip", format!("eu-{}", n % 5)] },
             "address": { "M": {
                 "street": { "S": format!("{} Elm St", n % 999 + 1) },

@@ -64,7 +64,7 @@ pub(super) fn hex_encode(bytes: &[u8]) -> String {
 }
 
 pub(super) fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.as_bytes()

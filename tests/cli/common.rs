@@ -37,7 +37,7 @@ pub fn item(id: u32, version: u64) -> Item {
         "tags".to_owned(),
         AttributeValue::Ss(vec![format!("t{}", version % 3), "x".to_owned()]),
     );
-    if version % 2 == 0 {
+    if version.is_multiple_of(2) {
         let mut nested = HashMap::new();
         nested.insert("even".to_owned(), AttributeValue::Bool(true));
         nested.insert(

@@ -119,7 +119,7 @@ async fn crashes_while_streaming_lose_nothing() {
                     sim.put_item(item(id, step)).expect("put");
                 }
                 step += 1;
-                if step % 700 == 0 {
+                if step.is_multiple_of(700) {
                     sim.rollover_all();
                 }
                 tokio::time::sleep(Duration::from_micros(500)).await;
