@@ -62,6 +62,13 @@ pub struct LeaseConfig {
     /// The most leases a worker takes from busier workers per round, so balancing is gradual.
     /// Default 1.
     pub max_steals_per_round: usize,
+    /// How long before a lease would expire, by this worker's own clocks, it stops handing
+    /// batches to its handler and writing checkpoints until a renewal succeeds: a worker that
+    /// was paused past its lease (a VM pause, a stall, a laptop sleep) never delivers a shard
+    /// another worker may already have taken. Covers clock skew between workers and the
+    /// latency of the lease write. Default 2 s; must be below `lease_duration -
+    /// renew_interval`.
+    pub safety_margin: Duration,
 }
 
 impl Default for LeaseConfig {
@@ -71,6 +78,7 @@ impl Default for LeaseConfig {
             renew_interval: Duration::from_secs(3),
             max_leases_per_worker: usize::MAX,
             max_steals_per_round: 1,
+            safety_margin: Duration::from_secs(2),
         }
     }
 }
@@ -224,6 +232,11 @@ impl ConsumerConfig {
         {
             return bad(
                 "lease.renew_interval must be positive and at most half of lease.lease_duration",
+            );
+        }
+        if self.lease.safety_margin + self.lease.renew_interval >= self.lease.lease_duration {
+            return bad(
+                "lease.safety_margin must be below lease.lease_duration - lease.renew_interval",
             );
         }
         if self.lease.max_leases_per_worker == 0 {

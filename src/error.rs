@@ -110,6 +110,10 @@ pub enum CheckpointErrorKind {
     /// The stored data belongs to another stream, application or format version, or names
     /// a position that cannot belong to the shard it is stored for.
     Mismatch,
+    /// Lease mode: the write was refused because this worker no longer holds the shard's lease
+    /// (another worker took it, or it expired). Not a failure of the shard: the new owner goes
+    /// on from the last checkpoint.
+    LeaseLost,
 }
 
 /// An error from a [`CheckpointStore`](crate::checkpoint::CheckpointStore).
@@ -153,6 +157,7 @@ impl fmt::Display for CheckpointError {
             CheckpointErrorKind::Io => "checkpoint storage failed",
             CheckpointErrorKind::Corrupt => "checkpoint data is corrupt",
             CheckpointErrorKind::Mismatch => "checkpoint data does not match this consumer",
+            CheckpointErrorKind::LeaseLost => "the shard's lease is no longer held",
         };
         write!(f, "{kind}: {}", self.message)
     }
@@ -261,14 +266,10 @@ pub enum Error {
     /// The checkpoint store failed or holds unusable data.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    /// Records were lost before they could be read, and the gap policy says fail.
-    #[error("gap in shard {shard_id}: {reason}")]
-    Gap {
-        /// The shard with the gap.
-        shard_id: String,
-        /// What happened.
-        reason: String,
-    },
+    /// Records were lost before they could be read, and the gap policy says fail. The gap says
+    /// which shard, why, and exactly which records.
+    #[error("gap in {0}")]
+    Gap(Box<crate::events::Gap>),
     /// The caller gave an argument that cannot work (bad ARN, missing handler, bad table).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -307,7 +308,7 @@ impl Error {
             Error::Source(e) => e.is_retryable(),
             Error::Checkpoint(e) => e.is_retryable(),
             Error::Runtime(_) => true,
-            Error::Gap { .. }
+            Error::Gap(_)
             | Error::InvalidArgument(_)
             | Error::Decode(_)
             | Error::Quarantined { .. }

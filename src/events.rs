@@ -22,6 +22,9 @@ pub enum ConsumerEvent {
         parent_shard_id: Option<String>,
         /// The iterator type it opened with, e.g. `AFTER_SEQUENCE_NUMBER`.
         position: String,
+        /// Which start of this shard's worker inside this consumer: 1 for the first, one more
+        /// after every restart ([`ShardInfo::incarnation`](crate::ShardInfo::incarnation)).
+        incarnation: u64,
     },
     /// A shard was read to its end and its end checkpointed; children may start.
     ShardEnded {
@@ -105,31 +108,95 @@ pub enum ConsumerEvent {
 }
 
 /// A reported loss of data (invariant I5).
+///
+/// [`lost`](Self::lost) says exactly which records of the shard are gone, so a program (or a
+/// test) can compare it with what it expected to receive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gap {
-    /// The shard.
+    /// The shard with the gap.
     pub shard_id: String,
     /// What happened.
     pub kind: GapKind,
     /// What the consumer did about it (from the [`GapPolicy`](crate::GapPolicy)).
     pub action: GapAction,
+    /// The records lost.
+    pub lost: LostRange,
+}
+
+impl std::fmt::Display for Gap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.kind {
+            GapKind::TrimmedData => "records were trimmed by the stream's retention before they were read",
+            GapKind::VanishedShard => "the shard no longer exists and was not read to its end",
+            GapKind::TrimmedStart => "the shard is older than the stream's retention and its parent was not read to its end, so its first records may have been trimmed",
+        };
+        write!(f, "shard {}: {what} ({})", self.shard_id, self.lost)
+    }
 }
 
 /// The kinds of gap.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum GapKind {
-    /// The position after `after` (or the shard's start, when `None`) is older than the
-    /// stream's 24-hour retention: records between it and the oldest retained one are lost.
-    TrimmedData {
-        /// The last record processed before the gap.
-        after: Option<SequenceNumber>,
-    },
-    /// A shard with an unfinished checkpoint no longer exists in the stream.
-    VanishedShard {
-        /// The last record processed in it.
-        after: Option<SequenceNumber>,
-    },
+    /// The position to read from is older than the stream's 24-hour retention: the records
+    /// between it and the oldest retained one were trimmed (for example after a long outage, or
+    /// while a slow reader chased the trim horizon).
+    TrimmedData,
+    /// A shard with records not yet read no longer exists in the stream: it had an unfinished
+    /// checkpoint, it was never seen by this consumer but a listed shard names it as its parent,
+    /// or it disappeared while being read.
+    VanishedShard,
+    /// A shard read from its start (`TRIM_HORIZON`) whose records could have been trimmed
+    /// before this consumer got to them: its parent vanished, was trimmed while being read, or
+    /// is itself gone from the listing (so the shard is older than the retention). The service
+    /// cannot say whether any record was in fact trimmed, so this reports a possible loss of the
+    /// shard's first records.
+    TrimmedStart,
+}
+
+/// Which records of a shard a [`Gap`] lost: every record after [`after`](Self::after) and before
+/// [`before`](Self::before).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LostRange {
+    /// The last record processed before the gap; `None`: from the shard's start.
+    pub after: Option<SequenceNumber>,
+    /// The oldest record still retained after the gap (the first one read after it); `None`:
+    /// none was retained when the gap was found — nothing more of the shard could be read, or, on
+    /// an open shard, every record delivered from it afterwards is newer than the lost ones.
+    pub before: Option<SequenceNumber>,
+}
+
+impl LostRange {
+    /// Whether the record with this sequence number is inside the lost range.
+    ///
+    /// ```
+    /// use dynamodb_stream::events::LostRange;
+    /// let lost = LostRange {
+    ///     after: Some("100000000000000000100".parse()?),
+    ///     before: Some("100000000000000000200".parse()?),
+    /// };
+    /// assert!(lost.contains(&"100000000000000000150".parse()?));
+    /// assert!(!lost.contains(&"100000000000000000100".parse()?));
+    /// assert!(!lost.contains(&"100000000000000000200".parse()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn contains(&self, sequence_number: &SequenceNumber) -> bool {
+        self.after.as_ref().is_none_or(|a| sequence_number > a)
+            && self.before.as_ref().is_none_or(|b| sequence_number < b)
+    }
+}
+
+impl std::fmt::Display for LostRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.after {
+            Some(a) => write!(f, "lost: records after {a}")?,
+            None => write!(f, "lost: records from the shard's start")?,
+        }
+        match &self.before {
+            Some(b) => write!(f, " and before {b}"),
+            None => write!(f, " on, as far as was retained"),
+        }
+    }
 }
 
 /// What the consumer did about a [`Gap`].

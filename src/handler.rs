@@ -9,6 +9,7 @@ use crate::source::BoxFuture;
 
 /// The shard a handler works on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ShardInfo {
     /// The stream ARN.
     pub stream_arn: String,
@@ -16,6 +17,36 @@ pub struct ShardInfo {
     pub shard_id: String,
     /// The shard it descends from, if known.
     pub parent_shard_id: Option<String>,
+    /// Which start of this shard's worker inside this consumer the handler belongs to: 1 for
+    /// the first, one more after every restart (a failure, a lease taken back). Handlers of
+    /// different incarnations never run at the same time.
+    pub incarnation: u64,
+    /// Which handler instance of the shard this is, `0..key_parallelism`
+    /// ([`ConsumerBuilder::key_parallelism`](crate::ConsumerBuilder::key_parallelism)); always
+    /// 0 without key parallelism.
+    pub lane: usize,
+}
+
+impl ShardInfo {
+    /// A shard's first incarnation, lane 0 — for calling a handler's hooks in tests.
+    ///
+    /// ```
+    /// let shard = dynamodb_stream::ShardInfo::new("arn:aws:dynamodb:…", "shardId-1", None);
+    /// assert_eq!((shard.incarnation, shard.lane), (1, 0));
+    /// ```
+    pub fn new(
+        stream_arn: impl Into<String>,
+        shard_id: impl Into<String>,
+        parent_shard_id: Option<String>,
+    ) -> Self {
+        Self {
+            stream_arn: stream_arn.into(),
+            shard_id: shard_id.into(),
+            parent_shard_id,
+            incarnation: 1,
+            lane: 0,
+        }
+    }
 }
 
 /// Records of one shard, in strictly increasing sequence order, never empty.

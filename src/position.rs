@@ -37,6 +37,10 @@ pub(crate) struct ShardPlan {
     /// Records created before this instant are skipped (acknowledged without delivery): they
     /// predate a `LATEST` bookmark.
     pub(crate) skip_before: Option<SystemTime>,
+    /// The shard is read from `TRIM_HORIZON` although its first records may already have been
+    /// trimmed (its lineage was broken): the first page reports a
+    /// [`TrimmedStart`](crate::events::GapKind::TrimmedStart) gap. Set by the coordinator.
+    pub(crate) start_may_be_trimmed: bool,
 }
 
 impl ShardPlan {
@@ -73,6 +77,7 @@ pub(crate) fn plan_shard(
         Some(ShardCheckpoint::Processed { sequence_number }) => ShardStart::Read(ShardPlan {
             position: IteratorPosition::AfterSequenceNumber(sequence_number.clone()),
             skip_before: None,
+            start_may_be_trimmed: false,
         }),
         Some(ShardCheckpoint::Ended) => ShardStart::Done,
         Some(ShardCheckpoint::Latest { since_ms }) => {
@@ -85,11 +90,13 @@ pub(crate) fn plan_shard(
                     IteratorPosition::TrimHorizon
                 },
                 skip_before: Some(skip_before),
+                start_may_be_trimmed: false,
             })
         }
-        None => ShardStart::Read(ShardPlan {
+        None | Some(ShardCheckpoint::Discovered) => ShardStart::Read(ShardPlan {
             position: IteratorPosition::TrimHorizon,
             skip_before: None,
+            start_may_be_trimmed: false,
         }),
     }
 }
@@ -151,7 +158,8 @@ mod tests {
             plan_shard(Some(&cp), true, MARGIN),
             ShardStart::Read(ShardPlan {
                 position: IteratorPosition::AfterSequenceNumber(seq(7)),
-                skip_before: None
+                skip_before: None,
+                start_may_be_trimmed: false
             })
         );
     }
@@ -182,7 +190,8 @@ mod tests {
             plan_shard(None, false, MARGIN),
             ShardStart::Read(ShardPlan {
                 position: IteratorPosition::TrimHorizon,
-                skip_before: None
+                skip_before: None,
+                start_may_be_trimmed: false
             })
         );
     }
@@ -220,7 +229,7 @@ mod tests {
             // A shard that appears later has no initial checkpoint: it reads from its start.
             prop_assert_eq!(
                 plan_shard(None, false, MARGIN),
-                ShardStart::Read(ShardPlan { position: IteratorPosition::TrimHorizon, skip_before: None })
+                ShardStart::Read(ShardPlan { position: IteratorPosition::TrimHorizon, skip_before: None, start_may_be_trimmed: false })
             );
         }
 
@@ -232,7 +241,7 @@ mod tests {
                 plan_shard(Some(&cp), fresh, MARGIN),
                 ShardStart::Read(ShardPlan {
                     position: IteratorPosition::AfterSequenceNumber(seq(n)),
-                    skip_before: None
+                    skip_before: None, start_may_be_trimmed: false
                 })
             );
         }

@@ -49,6 +49,11 @@ pub struct ShardStatus {
     pub lag: Option<Duration>,
     /// Records acknowledged since this consumer started.
     pub records: u64,
+    /// Records read and handed to the delivery stage but not yet acknowledged (buffered for a
+    /// batch, or in a handler call).
+    pub records_in_flight: usize,
+    /// GetRecords pages those records came in.
+    pub pages_in_flight: usize,
     /// The last failure, if any.
     pub last_error: Option<String>,
 }
@@ -128,6 +133,8 @@ pub(crate) struct Entry {
     /// When the oldest running handler call started, per lane.
     pub(crate) calls: BTreeMap<usize, Instant>,
     pub(crate) ended_at: Option<Instant>,
+    pub(crate) in_flight_records: usize,
+    pub(crate) in_flight_pages: usize,
     /// [`Entry::lag`] as last computed inside the runtime, for metric callbacks (which run on
     /// the exporter's thread, away from the runtime's clock).
     pub(crate) lag_cached: Option<Duration>,
@@ -148,6 +155,8 @@ impl Entry {
             running_since: None,
             calls: BTreeMap::new(),
             ended_at: None,
+            in_flight_records: 0,
+            in_flight_pages: 0,
             lag_cached: None,
         }
     }
@@ -230,6 +239,8 @@ impl StatusBoard {
                     checkpoint: e.checkpoint.clone(),
                     lag: e.lag(now),
                     records: e.records,
+                    records_in_flight: e.in_flight_records,
+                    pages_in_flight: e.in_flight_pages,
                     last_error: e.last_error.clone(),
                 })
                 .collect()

@@ -35,6 +35,10 @@ pub mod names {
     pub const ITERATOR_REFRESHES: &str = "ddbstream.iterator.refreshes";
     /// Shard worker restarts (counter).
     pub const RESTARTS: &str = "ddbstream.worker.restarts";
+    /// Gaps reported: records lost before they could be read (counter), attribute `kind`.
+    pub const GAPS: &str = "ddbstream.gaps";
+    /// Leases this worker lost to another worker or to expiry (counter).
+    pub const LEASES_LOST: &str = "ddbstream.leases.lost";
     /// Checkpoint write duration in seconds (histogram).
     pub const CHECKPOINT_DURATION: &str = "ddbstream.checkpoint.duration";
     /// Shards being read by this consumer (gauge).
@@ -64,6 +68,8 @@ pub(crate) struct Metrics {
     pub(crate) throttles: Counter<u64>,
     pub(crate) iterator_refreshes: Counter<u64>,
     pub(crate) restarts: Counter<u64>,
+    pub(crate) gaps: Counter<u64>,
+    pub(crate) leases_lost: Counter<u64>,
     pub(crate) checkpoint_duration: Histogram<f64>,
 }
 
@@ -162,6 +168,8 @@ impl Metrics {
             throttles: meter.u64_counter(names::THROTTLES).build(),
             iterator_refreshes: meter.u64_counter(names::ITERATOR_REFRESHES).build(),
             restarts: meter.u64_counter(names::RESTARTS).build(),
+            gaps: meter.u64_counter(names::GAPS).build(),
+            leases_lost: meter.u64_counter(names::LEASES_LOST).build(),
             checkpoint_duration: meter
                 .f64_histogram(names::CHECKPOINT_DURATION)
                 .with_unit("s")

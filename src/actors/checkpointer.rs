@@ -13,9 +13,11 @@ use super::Shared;
 use crate::checkpoint::{CheckpointStore, ShardCheckpoint, StreamKey};
 use crate::config::backoff;
 use crate::error::{CheckpointError, CheckpointErrorKind};
+use crate::lease::guard::{LeaseGuard, LeaseState};
 use crate::lease::{Lease, LeaseError, LeaseErrorKind, LeaseStore};
 use crate::record::system_time_to_millis;
 use crate::record::SequenceNumber;
+use crate::rt::Instant;
 
 pub(crate) struct Checkpointer;
 
@@ -49,11 +51,16 @@ pub(crate) enum CheckpointerMsg {
     },
     /// Write what is pending; answer when durable if asked.
     Flush(Option<RpcReplyPort<Result<(), CheckpointError>>>),
-    /// Lease mode: take this lease (as listed) for this worker.
+    /// Lease mode: take this lease (as listed) for this worker; the guard says how long it may
+    /// be acted on.
     Take {
         lease: Lease,
-        reply: RpcReplyPort<Result<Lease, LeaseError>>,
+        reply: RpcReplyPort<Result<(Lease, LeaseGuard), LeaseError>>,
     },
+    /// Lease mode: the lease table as just listed. A lease this worker believes it holds but
+    /// which the table gives to another worker (or to none) was lost while this worker was not
+    /// looking (a pause, a stall): drop it before anything else is decided.
+    Reconcile(Vec<Lease>),
     /// Lease mode: write what is pending for these shards (all held when `None`), then give
     /// their leases back.
     Release {
@@ -74,10 +81,11 @@ pub(crate) struct LeaseBackend {
     pub(crate) held: BTreeMap<String, HeldLease>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct HeldLease {
     counter: u64,
     expires_at_ms: u64,
+    guard: LeaseGuard,
 }
 
 pub(crate) struct CheckpointerState {
@@ -94,9 +102,16 @@ pub(crate) struct CheckpointerState {
 }
 
 impl CheckpointerState {
-    fn record(&mut self, shard_id: String, checkpoint: ShardCheckpoint) {
+    /// Take a position if it is further along than the one held (`ShardCheckpoint::advances`):
+    /// a checkpoint never moves backwards, whoever asks (a restarted worker re-acknowledging, a
+    /// `Discovered` mark racing a first acknowledgement).
+    fn record(&mut self, shard_id: String, checkpoint: ShardCheckpoint) -> bool {
+        if !ShardCheckpoint::advances(self.current.get(&shard_id), &checkpoint) {
+            return false;
+        }
         self.current.insert(shard_id.clone(), checkpoint.clone());
         self.dirty.insert(shard_id, checkpoint);
+        true
     }
 
     /// Write everything dirty. A failed write keeps it dirty for the next attempt.
@@ -104,12 +119,21 @@ impl CheckpointerState {
         system_time_to_millis(self.shared.api.wall_clock())
     }
 
+    /// How long a take or renewal keeps a lease valid for acting on it, by this process's
+    /// clocks: the lease duration minus the safety margin.
+    fn valid_for(&self) -> std::time::Duration {
+        let lease = &self.shared.config.lease;
+        lease.lease_duration.saturating_sub(lease.safety_margin)
+    }
+
     /// A lease is gone (taken by another worker, or not renewed in time): forget it, never
     /// write for it again, and tell the coordinator to stop its shard at once.
     fn lose(&mut self, shard_id: &str, why: &str) {
         if let Some(leases) = self.leases.as_mut() {
-            if leases.held.remove(shard_id).is_some() {
+            if let Some(held) = leases.held.remove(shard_id) {
+                held.guard.lose();
                 tracing::warn!(shard = shard_id, why, "lease lost");
+                self.shared.metrics.leases_lost.add(1, &[]);
                 self.dirty.remove(shard_id);
                 if let Some(c) = &self.coordinator {
                     let _ = c.cast(super::coordinator::CoordinatorMsg::LeaseLost(
@@ -136,10 +160,32 @@ impl CheckpointerState {
             let Some(held) = self
                 .leases
                 .as_ref()
-                .and_then(|l| l.held.get(&shard).copied())
+                .and_then(|l| l.held.get(&shard).cloned())
             else {
                 // Not ours (any more): the position must not be written.
                 self.dirty.remove(&shard);
+                continue;
+            };
+            if held
+                .guard
+                .state(Instant::now(), self.shared.api.wall_clock())
+                != LeaseState::Valid
+            {
+                // It may have expired (this worker was paused): write only after a renewal
+                // succeeded; if it fails the lease is lost and the position dropped with it.
+                if !self
+                    .ensure_valid(std::slice::from_ref(&shard))
+                    .await
+                    .is_empty()
+                {
+                    continue;
+                }
+            }
+            let Some(held) = self
+                .leases
+                .as_ref()
+                .and_then(|l| l.held.get(&shard).cloned())
+            else {
                 continue;
             };
             let started = crate::rt::Instant::now();
@@ -191,33 +237,89 @@ impl CheckpointerState {
             return;
         };
         let (store, owner) = (leases.store.clone(), leases.owner.clone());
-        let held: Vec<_> = leases.held.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        let duration = self.shared.config.lease.lease_duration.as_millis() as u64;
+        let held: Vec<_> = leases
+            .held
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (shard, h) in held {
-            let now = self.now_ms();
+            self.renew_one(&store, &owner, &shard, &h).await;
+        }
+    }
+
+    /// Renew one held lease.
+    async fn renew_one(
+        &mut self,
+        store: &Arc<dyn LeaseStore>,
+        owner: &str,
+        shard: &str,
+        h: &HeldLease,
+    ) {
+        let duration = self.shared.config.lease.lease_duration.as_millis() as u64;
+        {
+            let (sent, sent_wall) = (Instant::now(), self.shared.api.wall_clock());
+            let now = system_time_to_millis(sent_wall);
             match store
-                .renew(&self.key, &shard, &owner, h.counter, now + duration)
+                .renew(&self.key, shard, owner, h.counter, now + duration)
                 .await
             {
                 Ok(counter) => {
-                    if let Some(x) = self.leases.as_mut().and_then(|l| l.held.get_mut(&shard)) {
+                    let valid_for = self.valid_for();
+                    if let Some(x) = self.leases.as_mut().and_then(|l| l.held.get_mut(shard)) {
                         x.counter = counter;
                         x.expires_at_ms = now + duration;
+                        x.guard.extend(sent, sent_wall, valid_for);
                     }
                 }
                 Err(e) if e.kind() == LeaseErrorKind::Conflict => {
-                    self.lose(&shard, "renewal refused")
+                    self.lose(shard, "renewal refused")
                 }
                 Err(e) => {
                     // Past its expiry another worker may hold it: stop rather than race.
                     if self.now_ms() >= h.expires_at_ms {
-                        self.lose(&shard, "could not renew before expiry");
+                        self.lose(shard, "could not renew before expiry");
                     } else {
                         tracing::warn!(shard = %shard, error = %e, "lease renewal failed; retrying");
                     }
                 }
             }
         }
+    }
+
+    /// Lease mode, before a durable write for held shards: a lease that may have expired by
+    /// this process's clocks is renewed first. Returns the shards that are not (or no longer)
+    /// held.
+    async fn ensure_valid(&mut self, shards: &[String]) -> Vec<String> {
+        let Some(l) = self.leases.as_ref() else {
+            return Vec::new();
+        };
+        let (store, owner) = (l.store.clone(), l.owner.clone());
+        let mut lost = Vec::new();
+        for shard in shards {
+            let held = self
+                .leases
+                .as_ref()
+                .and_then(|l| l.held.get(shard).cloned());
+            let Some(h) = held else {
+                lost.push(shard.clone());
+                continue;
+            };
+            if h.guard.state(Instant::now(), self.shared.api.wall_clock()) != LeaseState::Valid {
+                self.renew_one(&store, &owner, shard, &h).await;
+                let valid = self
+                    .leases
+                    .as_ref()
+                    .and_then(|l| l.held.get(shard))
+                    .is_some_and(|h| {
+                        h.guard.state(Instant::now(), self.shared.api.wall_clock())
+                            == LeaseState::Valid
+                    });
+                if !valid {
+                    lost.push(shard.clone());
+                }
+            }
+        }
+        lost
     }
 
     async fn flush(&mut self) -> Result<(), CheckpointError> {
@@ -305,13 +407,7 @@ impl Actor for Checkpointer {
             } => {
                 // Never move backwards (a restarted worker re-acknowledges from its checkpoint)
                 // and never reopen an ended shard.
-                let newer = match state.current.get(&shard_id) {
-                    Some(ShardCheckpoint::Ended) => false,
-                    Some(ShardCheckpoint::Processed { sequence_number: s }) => &sequence_number > s,
-                    _ => true,
-                };
-                if newer {
-                    state.record(shard_id, ShardCheckpoint::Processed { sequence_number });
+                if state.record(shard_id, ShardCheckpoint::Processed { sequence_number }) {
                     if !state.flush_scheduled {
                         state.flush_scheduled = true;
                         myself.send_after(state.shared.config.checkpoint_interval, || {
@@ -321,15 +417,13 @@ impl Actor for Checkpointer {
                 }
             }
             CheckpointerMsg::Save { updates, reply } => {
-                // With leases only held shards may be written: saying "durable" for one whose
-                // lease is gone would let its end (and so its children) be assumed.
-                if let Some(l) = &state.leases {
-                    if let Some((shard, _)) = updates
-                        .iter()
-                        .find(|(shard, _)| !l.held.contains_key(shard))
-                    {
+                // With leases only held, valid shards may be written: saying "durable" for one
+                // whose lease is gone would let its end (and so its children) be assumed.
+                if state.leases.is_some() {
+                    let shards: Vec<String> = updates.iter().map(|(s, _)| s.clone()).collect();
+                    if let Some(shard) = state.ensure_valid(&shards).await.first() {
                         let _ = reply.send(Err(CheckpointError::new(
-                            CheckpointErrorKind::Mismatch,
+                            CheckpointErrorKind::LeaseLost,
                             format!("the lease of shard {shard} is not held by this worker"),
                         )));
                         return Ok(());
@@ -353,10 +447,22 @@ impl Actor for Checkpointer {
                 let _ = reply.send(state.current.get(&shard_id).cloned());
             }
             CheckpointerMsg::Take { lease, reply } => {
+                let (sent, sent_wall) = (Instant::now(), state.shared.api.wall_clock());
+                let valid_for = state.valid_for();
+                if state
+                    .leases
+                    .as_ref()
+                    .is_some_and(|l| l.held.contains_key(&lease.shard_id))
+                {
+                    // Taking what this worker believes it holds means the table moved on while
+                    // it was not looking: the old holding is lost first, so its shard worker
+                    // stops before the shard can be read again (never two at once).
+                    state.lose(&lease.shard_id, "taken by another worker meanwhile");
+                }
                 let result = match state.leases.as_ref() {
                     None => Err(LeaseError::new(LeaseErrorKind::Fatal, "not in lease mode")),
                     Some(l) => {
-                        let expires = state.now_ms()
+                        let expires = system_time_to_millis(sent_wall)
                             + state.shared.config.lease.lease_duration.as_millis() as u64;
                         let (store, owner) = (l.store.clone(), l.owner.clone());
                         store
@@ -364,12 +470,17 @@ impl Actor for Checkpointer {
                             .await
                     }
                 };
-                if let (Ok(taken), Some(l)) = (&result, state.leases.as_mut()) {
+                let result = result.map(|taken| {
+                    let guard = LeaseGuard::new(sent, sent_wall, valid_for);
+                    (taken, guard)
+                });
+                if let (Ok((taken, guard)), Some(l)) = (&result, state.leases.as_mut()) {
                     l.held.insert(
                         taken.shard_id.clone(),
                         HeldLease {
                             counter: taken.counter,
                             expires_at_ms: taken.expires_at_ms,
+                            guard: guard.clone(),
                         },
                     );
                     // The lease table is the authority on where the shard stands.
@@ -395,9 +506,10 @@ impl Actor for Checkpointer {
                         .held
                         .iter()
                         .filter(|(k, _)| shards.as_ref().is_none_or(|s| s.contains(k)))
-                        .map(|(k, v)| (k.clone(), *v))
+                        .map(|(k, v)| (k.clone(), v.clone()))
                         .collect();
                     for (shard, h) in held {
+                        h.guard.lose();
                         if let Err(e) = store.release(&state.key, &shard, &owner, h.counter).await {
                             tracing::warn!(shard = %shard, error = %e, "releasing a lease failed; it will expire");
                         }
@@ -413,6 +525,28 @@ impl Actor for Checkpointer {
                 myself.send_after(state.shared.config.lease.renew_interval, || {
                     CheckpointerMsg::Renew
                 });
+            }
+            CheckpointerMsg::Reconcile(listed) => {
+                let me = state.leases.as_ref().map(|l| l.owner.clone());
+                let gone: Vec<String> = state
+                    .leases
+                    .as_ref()
+                    .map(|l| {
+                        l.held
+                            .keys()
+                            .filter(|shard| {
+                                listed
+                                    .iter()
+                                    .find(|lease| &lease.shard_id == *shard)
+                                    .is_some_and(|lease| lease.owner != me)
+                            })
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for shard in gone {
+                    state.lose(&shard, "the lease table names another owner");
+                }
             }
             CheckpointerMsg::Held(reply) => {
                 let held = state

@@ -20,12 +20,13 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 
 use super::checkpointer::{Checkpointer, CheckpointerArgs, CheckpointerMsg, LeaseBackend};
 use super::worker::{ShardWorker, WorkerArgs, WorkerMsg};
-use super::{call, exit, Outcome, Shared};
+use super::{call, ExitSlot, Outcome, Shared, WorkerExit};
 use crate::checkpoint::{CheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey};
 use crate::config::{backoff, GapPolicy};
 use crate::error::{CheckpointError, CheckpointErrorKind, Error, SourceErrorKind};
-use crate::events::{ConsumerEvent, Gap, GapAction, GapKind};
+use crate::events::{ConsumerEvent, Gap, GapAction, GapKind, LostRange};
 use crate::handler::ShardInfo;
+use crate::lease::guard::LeaseGuard;
 use crate::position::{initial_checkpoints, plan_shard, ShardStart};
 use crate::record::system_time_to_millis;
 use crate::source::{describe_all, DescribeStreamRequest, Shard, StreamStatus};
@@ -48,11 +49,6 @@ pub(crate) enum CoordinatorMsg {
     /// Look up the children of an ended shard at once (ShardFilter CHILD_SHARDS).
     ChildrenOf(String),
     Restart(String),
-    /// A worker met a gap and the policy says stop.
-    GapStop {
-        shard_id: String,
-        reason: String,
-    },
     Shutdown(RpcReplyPort<()>),
     /// Look for stalled shards, stuck handlers and missing children.
     Watchdog,
@@ -82,6 +78,23 @@ struct Entry {
     run: Run,
     failures: VecDeque<Instant>,
     listed: bool,
+    /// Workers started for this shard in this consumer (the next one's incarnation is one more).
+    starts: u64,
+    /// It ended because of a gap (it vanished, or nothing of it could be read): its children's
+    /// first records may be lost too.
+    lossy_end: bool,
+    /// Lease mode: the validity of the lease this worker holds on it.
+    lease: Option<LeaseGuard>,
+    /// Lease mode: a lease stolen from a live owner is read only once the owner's term ran
+    /// out (wall-clock Unix ms, as listed): by then the owner starts no more handler calls.
+    not_before_ms: Option<u64>,
+}
+
+/// A running shard worker.
+struct Running {
+    shard_id: String,
+    worker: ActorRef<WorkerMsg>,
+    exit: ExitSlot,
 }
 
 pub(crate) struct CoordinatorState {
@@ -94,7 +107,12 @@ pub(crate) struct CoordinatorState {
     stored: Option<StreamCheckpoints>,
     started_at_ms: u64,
     shards: BTreeMap<String, Entry>,
-    workers: HashMap<ActorId, (String, ActorRef<WorkerMsg>)>,
+    workers: HashMap<ActorId, Running>,
+    /// The very first start on this stream: the shards listed then are read from where the
+    /// start position says, whatever happened to their parents.
+    initial_shards: Option<HashSet<String>>,
+    /// Parents named by a listed shard but unknown here, already reported as vanished.
+    vanished_reported: HashSet<String>,
     /// `LATEST` iterators obtained at the first start, for the shards' first workers.
     fresh_latest: HashMap<String, (String, Instant)>,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
@@ -279,6 +297,10 @@ impl CoordinatorState {
                             },
                             failures: VecDeque::new(),
                             listed: true,
+                            starts: 0,
+                            lossy_end: false,
+                            lease: None,
+                            not_before_ms: None,
                         },
                     );
                 }
@@ -330,7 +352,7 @@ impl CoordinatorState {
             // checkpoint for it (then validation reports the vanished shard, and the child waits).
             None => !matches!(
                 self.stored.as_ref().and_then(|s| s.shards.get(parent)),
-                Some(ShardCheckpoint::Processed { .. } | ShardCheckpoint::Latest { .. })
+                Some(cp) if cp.is_unfinished()
             ),
         }
     }
@@ -343,10 +365,12 @@ impl CoordinatorState {
             return Ok(());
         }
         loop {
+            let now_ms = system_time_to_millis(self.shared.api.wall_clock());
             let ready: Vec<String> = self
                 .shards
                 .iter()
                 .filter(|(_, e)| e.run == Run::Pending && self.parent_done(&e.shard))
+                .filter(|(_, e)| e.not_before_ms.is_none_or(|t| now_ms >= t))
                 .map(|(id, _)| id.clone())
                 .collect();
             if ready.is_empty() {
@@ -365,12 +389,84 @@ impl CoordinatorState {
         }
     }
 
+    /// Whether a shard read from its start without a checkpoint of its own may have lost its
+    /// first records before this consumer got to it (I5): its parent ended with a gap here, or
+    /// its parent is gone from the listing — closed more than the retention ago, so the shard
+    /// itself is older than that. Shards listed at the very first start are exempt: reading
+    /// them from where the start position says is what was asked for.
+    fn start_may_be_trimmed(&self, shard: &Shard) -> bool {
+        let lossy_parent = |p: &String| self.shards.get(p).is_some_and(|e| e.lossy_end);
+        if self.shared.leases.is_some() {
+            // Which shards were listed at the application's first start is not recorded in the
+            // lease table: only a parent that ended with a gap here counts.
+            return shard.parent_shard_id.as_ref().is_some_and(lossy_parent);
+        }
+        if self
+            .initial_shards
+            .as_ref()
+            .is_some_and(|initial| initial.contains(&shard.shard_id))
+        {
+            return false;
+        }
+        let Some(parent) = &shard.parent_shard_id else {
+            return false;
+        };
+        match self.shards.get(parent) {
+            Some(e) => e.lossy_end,
+            None => true,
+        }
+    }
+
+    /// A listed shard names a parent this consumer never knew and the stream no longer lists,
+    /// although the consumer has been reading the stream: the parent vanished unread (I5).
+    /// Returns the gap when the policy says stop.
+    fn report_unknown_parent(&mut self, shard: &Shard) -> Option<Gap> {
+        let parent = shard.parent_shard_id.as_ref()?;
+        if self.shared.leases.is_some() {
+            return None;
+        }
+        let known = self.shards.contains_key(parent)
+            || self
+                .stored
+                .as_ref()
+                .is_some_and(|s| s.shards.contains_key(parent));
+        let initial = self
+            .initial_shards
+            .as_ref()
+            .is_some_and(|i| i.contains(&shard.shard_id));
+        if known || initial || !self.vanished_reported.insert(parent.clone()) {
+            return None;
+        }
+        let action = match self.shared.config.gap_policy {
+            GapPolicy::Fail => GapAction::Stopped,
+            GapPolicy::Continue => GapAction::Continued,
+        };
+        let gap = Gap {
+            shard_id: parent.clone(),
+            kind: GapKind::VanishedShard,
+            action,
+            lost: LostRange::default(),
+        };
+        tracing::error!(%gap, "gap: a shard vanished before it could be read");
+        self.shared
+            .metrics
+            .gaps
+            .add(1, &[opentelemetry::KeyValue::new("kind", "VanishedShard")]);
+        self.shared.emit(ConsumerEvent::Gap(gap.clone()));
+        (action == GapAction::Stopped).then_some(gap)
+    }
+
     /// Start a worker; returns true when the shard turned out to be finished already.
     async fn start_shard(
         &mut self,
         myself: &ActorRef<CoordinatorMsg>,
         id: &str,
     ) -> Result<bool, ActorProcessingErr> {
+        if self.workers.values().any(|r| r.shard_id == id) {
+            // The previous worker of this shard is still stopping (a lost lease taken back, say):
+            // never two at once. Its exit starts this one.
+            return Ok(false);
+        }
         let timeout = Duration::from_secs(30);
         let checkpointer = self.checkpointer()?.clone();
         let shard_id = id.to_owned();
@@ -395,14 +491,30 @@ impl CoordinatorState {
             }
             ShardStart::Read(plan) => plan,
         };
+        let Some(shard) = self.shards.get(id).map(|e| e.shard.clone()) else {
+            return Ok(false);
+        };
+        let mut plan = plan;
+        if matches!(checkpoint, None | Some(ShardCheckpoint::Discovered)) {
+            if let Some(gap) = self.report_unknown_parent(&shard) {
+                self.fail(myself, Error::Gap(Box::new(gap)));
+                return Ok(false);
+            }
+            plan.start_may_be_trimmed = self.start_may_be_trimmed(&shard);
+        }
         let Some(entry) = self.shards.get_mut(id) else {
             return Ok(false);
         };
+        entry.starts += 1;
+        entry.not_before_ms = None;
         let info = Arc::new(ShardInfo {
             stream_arn: self.shared.stream_arn.clone(),
             shard_id: id.to_owned(),
             parent_shard_id: entry.shard.parent_shard_id.clone(),
+            incarnation: entry.starts,
+            lane: 0,
         });
+        let exit = ExitSlot::default();
         let args = WorkerArgs {
             shared: self.shared.clone(),
             shard: info,
@@ -410,13 +522,20 @@ impl CoordinatorState {
             closed: entry.shard.is_closed(),
             initial_iterator: fresh,
             checkpointer,
-            coordinator: myself.clone(),
+            exit: exit.clone(),
+            lease: entry.lease.clone(),
         };
         match Actor::spawn_linked(None, ShardWorker, args, myself.get_cell()).await {
             Ok((worker, _)) => {
                 entry.run = Run::Running;
-                self.workers
-                    .insert(worker.get_id(), (id.to_owned(), worker));
+                self.workers.insert(
+                    worker.get_id(),
+                    Running {
+                        shard_id: id.to_owned(),
+                        worker,
+                        exit,
+                    },
+                );
             }
             Err(e) => {
                 entry.run = Run::Running;
@@ -534,7 +653,7 @@ impl CoordinatorState {
                         ),
                     ))));
                 }
-                (None, ShardCheckpoint::Processed { .. } | ShardCheckpoint::Latest { .. }) => {
+                (None, cp) if cp.is_unfinished() => {
                     vanished.push((shard_id.clone(), cp.sequence_number().cloned()));
                 }
                 _ => {}
@@ -545,18 +664,23 @@ impl CoordinatorState {
                 GapPolicy::Fail => GapAction::Stopped,
                 GapPolicy::Continue => GapAction::Continued,
             };
-            self.shared.emit(ConsumerEvent::Gap(Gap {
+            let gap = Gap {
                 shard_id: shard_id.clone(),
-                kind: GapKind::VanishedShard {
-                    after: after.clone(),
-                },
+                kind: GapKind::VanishedShard,
                 action,
-            }));
+                lost: LostRange {
+                    after,
+                    before: None,
+                },
+            };
+            tracing::error!(%gap, "gap: a shard with an unfinished checkpoint no longer exists");
+            self.shared
+                .metrics
+                .gaps
+                .add(1, &[opentelemetry::KeyValue::new("kind", "VanishedShard")]);
+            self.shared.emit(ConsumerEvent::Gap(gap.clone()));
             if action == GapAction::Stopped {
-                return Ok(Some(Error::Gap {
-                    shard_id,
-                    reason: format!("the shard has an unfinished checkpoint (after {after:?}) but no longer exists in the stream"),
-                }));
+                return Ok(Some(Error::Gap(Box::new(gap))));
             }
             // Continue: consider it ended so its children can go on.
             let checkpointer = self.checkpointer()?.clone();
@@ -589,17 +713,14 @@ impl CoordinatorState {
                     .insert(shard.shard_id.clone(), (it, Instant::now()));
             }
         }
+        self.initial_shards = Some(shards.iter().map(|s| s.shard_id.clone()).collect());
         let since = system_time_to_millis(self.shared.api.wall_clock());
         let initial = initial_checkpoints(&shards, self.shared.config.start_position, since);
         for (id, cp) in &initial {
-            match cp {
-                ShardCheckpoint::Latest { .. } => {}
-                ShardCheckpoint::Ended => {
-                    if let Some(e) = self.shards.get_mut(id) {
-                        e.run = Run::Ended;
-                    }
+            if *cp == ShardCheckpoint::Ended {
+                if let Some(e) = self.shards.get_mut(id) {
+                    e.run = Run::Ended;
                 }
-                ShardCheckpoint::Processed { .. } => {}
             }
         }
         let checkpointer = self.checkpointer()?.clone();
@@ -725,6 +846,10 @@ impl CoordinatorState {
             }
         };
         let checkpointer = self.checkpointer()?.clone();
+        // Leases the table gives to someone else are lost before anything is planned (a pause
+        // may have hidden it from the renewals); their workers stop, and until they have, their
+        // shards are not taken again.
+        let _ = checkpointer.cast(CheckpointerMsg::Reconcile(leases.clone()));
         let held: HashSet<String> = call(
             &checkpointer,
             CheckpointerMsg::Held,
@@ -775,11 +900,19 @@ impl CoordinatorState {
                 .iter()
                 .all(|p| by_id.get(p.as_str()).is_none_or(|pl| ended(pl)))
         };
+        // Only a shard with no worker of its own here may be taken (`Unowned`): one whose lease
+        // was just found lost keeps its state until its worker stopped. Never two workers on
+        // one shard in one process.
+        let takeable = |l: &crate::lease::Lease| {
+            self.shards
+                .get(&l.shard_id)
+                .is_some_and(|e| e.run == Run::Unowned)
+        };
         let mut candidates: Vec<&crate::lease::Lease> = active
             .iter()
             .copied()
             .filter(|l| !held.contains(&l.shard_id) && !live(l) && parents_done(l))
-            .filter(|l| self.shards.contains_key(&l.shard_id))
+            .filter(|l| takeable(l))
             .collect();
         // Free leases first, then the longest expired.
         candidates.sort_by_key(|l| (l.owner.is_some(), l.expires_at_ms));
@@ -806,7 +939,8 @@ impl CoordinatorState {
                 if let Some(l) = active.iter().find(|l| {
                     l.owner.as_deref() == Some(owner.as_str())
                         && live(l)
-                        && self.shards.contains_key(&l.shard_id)
+                        && !held.contains(&l.shard_id)
+                        && takeable(l)
                 }) {
                     takes.push(((*l).clone(), Some(owner)));
                     steals += 1;
@@ -815,6 +949,8 @@ impl CoordinatorState {
         }
         for (lease, stolen_from) in takes {
             let shard_id = lease.shard_id.clone();
+            // The previous owner's term, when it was live: it may deliver until then.
+            let owner_term = stolen_from.as_ref().map(|_| lease.expires_at_ms);
             match call(
                 &checkpointer,
                 |reply| CheckpointerMsg::Take { lease, reply },
@@ -822,7 +958,7 @@ impl CoordinatorState {
             )
             .await?
             {
-                Ok(_) => {
+                Ok((_, guard)) => {
                     tracing::info!(shard = %shard_id, ?stolen_from, "lease acquired");
                     self.shared.emit(ConsumerEvent::LeaseAcquired {
                         shard_id: shard_id.clone(),
@@ -831,6 +967,13 @@ impl CoordinatorState {
                     if let Some(e) = self.shards.get_mut(&shard_id) {
                         e.run = Run::Pending;
                         e.failures.clear();
+                        e.lease = Some(guard);
+                        e.not_before_ms = owner_term;
+                    }
+                    if let Some(term) = owner_term {
+                        let wait = Duration::from_millis(term.saturating_sub(now));
+                        let id = shard_id.clone();
+                        myself.send_after(wait, move || CoordinatorMsg::Restart(id));
                     }
                 }
                 // Someone else was faster: fine, next round.
@@ -852,8 +995,8 @@ impl CoordinatorState {
         let worker = self
             .workers
             .values()
-            .find(|(s, _)| s == shard_id)
-            .map(|(_, w)| w.clone());
+            .find(|r| r.shard_id == shard_id)
+            .map(|r| r.worker.clone());
         if let Some(w) = worker {
             // Stops intake at once and tells the handler once a running call returned; nothing
             // it does can be checkpointed any more (the checkpointer dropped the lease).
@@ -980,6 +1123,9 @@ impl CoordinatorState {
             tracing::info!(stream = %self.shared.stream_arn, "stream disabled; reading remaining shards to their end");
             self.shared.emit(ConsumerEvent::StreamDisabled);
         }
+        if self.shared.leases.is_none() {
+            self.record_discovered().await;
+        }
         self.start_ready(myself).await?;
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(());
@@ -987,6 +1133,49 @@ impl CoordinatorState {
         self.check_complete(myself);
         self.schedule_discover(myself, self.shared.config.discovery_interval);
         Ok(())
+    }
+
+    /// Shards listed now with nothing stored are recorded as `Discovered`, so that one which
+    /// vanishes unread while the consumer is away is reported as a gap by name (I5). A failed
+    /// write is tried again at the next discovery.
+    async fn record_discovered(&mut self) {
+        let Some(stored) = self.stored.as_ref() else {
+            return;
+        };
+        let updates: Vec<(String, ShardCheckpoint)> = self
+            .shards
+            .iter()
+            .filter(|(id, e)| e.run != Run::Ended && !stored.shards.contains_key(*id))
+            .map(|(id, _)| (id.clone(), ShardCheckpoint::Discovered))
+            .collect();
+        if updates.is_empty() {
+            return;
+        }
+        let Ok(checkpointer) = self.checkpointer().cloned() else {
+            return;
+        };
+        let saved = updates.clone();
+        match call(
+            &checkpointer,
+            |reply| CheckpointerMsg::Save { updates, reply },
+            Duration::from_secs(60),
+        )
+        .await
+        {
+            Ok(Ok(())) => {
+                if let Some(stored) = self.stored.as_mut() {
+                    for (id, cp) in saved {
+                        stored.shards.entry(id).or_insert(cp);
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "recording discovered shards failed; next discovery tries again")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording discovered shards failed; next discovery tries again")
+            }
+        }
     }
 
     /// A disabled stream whose shards are all ended is done: stop cleanly.
@@ -1060,7 +1249,10 @@ impl CoordinatorState {
         }
         let drain_timeout = self.shared.config.handler_timeout * 2 + Duration::from_secs(10);
         let mut drains = crate::rt::JoinSet::new();
-        for (_, (_, worker)) in self.workers.drain() {
+        // Workers stay in the map until their exit is seen: a drained worker is not restarted.
+        let workers: Vec<ActorRef<WorkerMsg>> =
+            self.workers.values().map(|r| r.worker.clone()).collect();
+        for worker in workers {
             drains.spawn(async move { call(&worker, WorkerMsg::Drain, drain_timeout).await });
         }
         while drains.join_next().await.is_some() {}
@@ -1102,6 +1294,61 @@ impl CoordinatorState {
         myself.stop(None);
     }
 
+    /// A shard worker stopped: act on why.
+    fn worker_exited(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+        shard_id: &str,
+        exit: Option<WorkerExit>,
+        panic: Option<String>,
+    ) -> Result<(), ActorProcessingErr> {
+        match exit {
+            Some(WorkerExit::Ended { lossy }) => {
+                if let Some(e) = self.shards.get_mut(shard_id) {
+                    e.run = Run::Ended;
+                    e.lossy_end = lossy;
+                    e.lease = None;
+                }
+                if self.shared.leases.is_some() {
+                    // Its end is checkpointed (fenced): hand the lease back so it no longer
+                    // counts towards this worker's share.
+                    if let Some(cp) = &self.checkpointer {
+                        let (tx, _rx) = tokio::sync::oneshot::channel();
+                        let _ = cp.cast(CheckpointerMsg::Release {
+                            shards: Some(vec![shard_id.to_owned()]),
+                            reply: tx.into(),
+                        });
+                    }
+                }
+                self.show(shard_id, ShardState::Ended, None);
+                self.shared.emit(ConsumerEvent::ShardEnded {
+                    shard_id: shard_id.to_owned(),
+                });
+                let _ = myself.cast(CoordinatorMsg::ChildrenOf(shard_id.to_owned()));
+                self.check_complete(myself);
+            }
+            Some(WorkerExit::Gap(gap)) => {
+                if let Some(e) = self.shards.get_mut(shard_id) {
+                    e.run = Run::Stopped;
+                }
+                self.show(shard_id, ShardState::Stopped, Some(&gap.to_string()));
+                self.fail(myself, Error::Gap(gap));
+            }
+            Some(WorkerExit::Quarantine(error)) => self.quarantine(myself, shard_id, error)?,
+            // Shutdown drained it, or its lease went to another worker: nothing to restart.
+            Some(WorkerExit::Drained) | Some(WorkerExit::LeaseLost) => {}
+            Some(WorkerExit::Failed(f)) if !self.stopping => {
+                self.on_worker_failure(myself, shard_id, f.to_string())?
+            }
+            None if !self.stopping => {
+                let error = panic.unwrap_or_else(|| "the worker stopped unexpectedly".into());
+                self.on_worker_failure(myself, shard_id, error)?
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn record_error(&self, error: Error) {
         let mut outcome = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
         if outcome.is_none() {
@@ -1135,6 +1382,8 @@ impl Actor for Coordinator {
             started_at_ms,
             shards: BTreeMap::new(),
             workers: HashMap::new(),
+            initial_shards: None,
+            vanished_reported: HashSet::new(),
             fresh_latest: HashMap::new(),
             ready: args.ready,
             validated: false,
@@ -1207,23 +1456,13 @@ impl Actor for Coordinator {
                 }
             }
             CoordinatorMsg::Restart(shard_id) => {
-                let due = state
-                    .shards
-                    .get(&shard_id)
-                    .is_some_and(|e| e.run == Run::Backoff);
-                if due && !state.stopping {
-                    if let Some(e) = state.shards.get_mut(&shard_id) {
+                // Due: a restart backoff ran out, or a stolen lease's previous term ended.
+                if let Some(e) = state.shards.get_mut(&shard_id) {
+                    if e.run == Run::Backoff {
                         e.run = Run::Pending;
                     }
-                    state.start_ready(&myself).await?;
                 }
-            }
-            CoordinatorMsg::GapStop { shard_id, reason } => {
-                if let Some(e) = state.shards.get_mut(&shard_id) {
-                    e.run = Run::Stopped;
-                }
-                state.show(&shard_id, ShardState::Stopped, Some(&reason));
-                state.fail(&myself, Error::Gap { shard_id, reason });
+                state.start_ready(&myself).await?;
             }
             CoordinatorMsg::Balance => {
                 if !state.stopping {
@@ -1258,76 +1497,20 @@ impl Actor for Coordinator {
         evt: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, failure) = match evt {
+        let (cell, panic) = match evt {
             SupervisionEvent::ActorFailed(cell, e) => (cell, Some(e.to_string())),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                let quarantined = reason
-                    .as_deref()
-                    .and_then(|r| r.strip_prefix(exit::QUARANTINE))
-                    .map(str::to_owned);
-                let failure = match reason.as_deref() {
-                    Some(exit::ENDED)
-                    | Some(exit::GAP)
-                    | Some(exit::DRAINED)
-                    | Some(exit::LEASE_LOST) => None,
-                    _ if quarantined.is_some() => None,
-                    other => Some(format!(
-                        "stopped unexpectedly ({})",
-                        other.unwrap_or("no reason")
-                    )),
-                };
-                // The reason is carried back so ENDED can be told from the others below.
-                let ended = reason.as_deref() == Some(exit::ENDED);
-                let gap = reason.as_deref() == Some(exit::GAP);
-                if let Some((shard_id, _)) = state.workers.remove(&cell.get_id()) {
-                    if ended {
-                        if let Some(e) = state.shards.get_mut(&shard_id) {
-                            e.run = Run::Ended;
-                        }
-                        if state.shared.leases.is_some() {
-                            // Its end is checkpointed (fenced): hand the lease back so it no
-                            // longer counts towards this worker's share.
-                            if let Some(cp) = &state.checkpointer {
-                                let (tx, _rx) = tokio::sync::oneshot::channel();
-                                let _ = cp.cast(CheckpointerMsg::Release {
-                                    shards: Some(vec![shard_id.clone()]),
-                                    reply: tx.into(),
-                                });
-                            }
-                        }
-                        state.show(&shard_id, ShardState::Ended, None);
-                        state.shared.emit(ConsumerEvent::ShardEnded {
-                            shard_id: shard_id.clone(),
-                        });
-                        let _ = myself.cast(CoordinatorMsg::ChildrenOf(shard_id));
-                        state.check_complete(&myself);
-                    } else if let Some(error) = quarantined {
-                        state.quarantine(&myself, &shard_id, error)?;
-                    } else if gap {
-                        if let Some(e) = state.shards.get_mut(&shard_id) {
-                            if e.run == Run::Running {
-                                e.run = Run::Stopped;
-                            }
-                        }
-                        state.show(&shard_id, ShardState::Stopped, None);
-                    } else if let Some(f) = failure {
-                        if !state.stopping {
-                            state.on_worker_failure(&myself, &shard_id, f)?;
-                        }
-                    }
-                    return Ok(());
-                }
-                (cell, failure)
-            }
+            SupervisionEvent::ActorTerminated(cell, ..) => (cell, None),
             _ => return Ok(()),
         };
-        if let Some((shard_id, _)) = state.workers.remove(&cell.get_id()) {
-            if let Some(f) = failure {
-                if !state.stopping {
-                    state.on_worker_failure(&myself, &shard_id, f)?;
-                }
-            }
-            return Ok(());
+        if let Some(running) = state.workers.remove(&cell.get_id()) {
+            let exit = running
+                .exit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            state.worker_exited(&myself, &running.shard_id, exit, panic)?;
+            // A shard whose previous worker was still stopping may start now.
+            return state.start_ready(&myself).await;
         }
         if state
             .checkpointer
@@ -1336,7 +1519,7 @@ impl Actor for Coordinator {
         {
             // Without a checkpointer nothing can be recorded: stop rather than run unrecorded.
             state.checkpointer = None;
-            let e = failure.unwrap_or_else(|| "checkpointer stopped".into());
+            let e = panic.unwrap_or_else(|| "checkpointer stopped".into());
             state.record_error(Error::Runtime(format!("checkpointer failed: {e}")));
             state.stopping = true;
             let error = Some(e);

@@ -28,6 +28,8 @@ pub(crate) struct HandlerArgs {
     pub(crate) shared: Arc<Shared>,
     pub(crate) shard: Arc<ShardInfo>,
     pub(crate) worker: ActorRef<WorkerMsg>,
+    /// Lease mode: no handler call starts while the lease may have expired.
+    pub(crate) lease: Option<crate::lease::guard::LeaseGuard>,
 }
 
 pub(crate) enum HandlerMsg {
@@ -84,6 +86,7 @@ pub(crate) struct HandlerState {
     window_armed: bool,
     failed: bool,
     abandoned: Arc<std::sync::atomic::AtomicBool>,
+    lease: Option<crate::lease::guard::LeaseGuard>,
 }
 
 /// Whether the shard worker may hand over another page, with `pages` pages of `records`
@@ -273,6 +276,7 @@ impl Actor for HandlerActor {
             window_armed: false,
             failed: false,
             abandoned: Arc::default(),
+            lease: args.lease,
         })
     }
 
@@ -291,10 +295,15 @@ impl Actor for HandlerActor {
                     let (start_tx, start_rx) = oneshot::channel();
                     let api = state.shared.api.clone();
                     let events = state.shared.events.clone();
+                    // Each lane's handler knows which lane it is.
+                    let shard = Arc::new(crate::ShardInfo {
+                        lane: index,
+                        ..(*state.shard).clone()
+                    });
                     let lane = Lane {
-                        shard: state.shard.clone(),
+                        handler: (state.shared.factory)(&shard),
+                        shard,
                         factory: state.shared.factory.clone(),
-                        handler: (state.shared.factory)(&state.shard),
                         retry: state.shared.config.retry.clone(),
                         sink: state.shared.failure_sink.clone(),
                         timeout: state.shared.config.handler_timeout,
@@ -306,6 +315,7 @@ impl Actor for HandlerActor {
                         board: state.shared.board.clone(),
                         metrics: state.shared.metrics.clone(),
                         abandoned: state.abandoned.clone(),
+                        lease: state.lease.clone(),
                     };
                     state._tasks.0.push(crate::rt::spawn(run_lane(
                         lane,
@@ -391,13 +401,7 @@ impl Actor for HandlerActor {
                 if let Some(fatal) = fatal {
                     if !state.failed {
                         state.failed = true;
-                        let (error, quarantine) = match fatal {
-                            Fatal::Restart(e) => (e, false),
-                            Fatal::Quarantine(e) => (e, true),
-                        };
-                        let _ = state
-                            .worker
-                            .cast(WorkerMsg::HandlerFailed { error, quarantine });
+                        let _ = state.worker.cast(WorkerMsg::HandlerFailed(fatal));
                     }
                 }
             }

@@ -82,38 +82,77 @@ impl Drop for WorkerCount {
 /// How the consumer ended, written by the coordinator before it stops.
 pub(crate) type Outcome = Arc<Mutex<Option<Error>>>;
 
-/// `call` with a timeout, flattened to a string error (the caller decides how to fail).
+/// Why a `call` got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CallError {
+    /// The actor did not answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The actor stopped (or was never there) before answering.
+    #[error("the actor stopped before answering")]
+    Stopped,
+}
+
+/// `call` with a timeout.
 pub(crate) async fn call<M, T>(
     actor: &ActorRef<M>,
     msg: impl FnOnce(RpcReplyPort<T>) -> M,
     timeout: Duration,
-) -> Result<T, String>
+) -> Result<T, CallError>
 where
     M: ractor::Message,
     T: Send + 'static,
 {
     match actor.call(msg, Some(timeout)).await {
         Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
-        Ok(ractor::rpc::CallResult::Timeout) => Err(format!("no answer within {timeout:?}")),
-        Ok(ractor::rpc::CallResult::SenderError) => {
-            Err("the actor stopped before answering".into())
-        }
-        Err(e) => Err(format!("the actor is gone: {e}")),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(CallError::Timeout(timeout)),
+        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(CallError::Stopped),
     }
 }
 
-/// Stop reasons a shard worker gives, so its supervisor knows the exit was deliberate (the
-/// supervision event can overtake any message sent before the stop).
-pub(crate) mod exit {
-    /// The shard was read to its end and the end is checkpointed.
-    pub(crate) const ENDED: &str = "shard ended";
-    /// A gap stopped the shard (the coordinator receives the details as a message).
-    pub(crate) const GAP: &str = "gap";
+/// Where a shard worker leaves its [`WorkerExit`] before it stops. The coordinator holds the
+/// other end: a supervision event can overtake any message sent before the stop, but the slot is
+/// written first.
+pub(crate) type ExitSlot = Arc<Mutex<Option<WorkerExit>>>;
+
+/// Why a shard worker stopped.
+#[derive(Debug)]
+pub(crate) enum WorkerExit {
+    /// Read to its end, `on_shard_end` returned and the end is checkpointed. `lossy`: the end
+    /// was forced by a gap (the shard vanished, or nothing of it could be read), so the first
+    /// records of its children may be lost too.
+    Ended { lossy: bool },
+    /// A gap, and the policy says stop (the gap event was emitted).
+    Gap(Box<crate::events::Gap>),
     /// Drained for shutdown.
-    pub(crate) const DRAINED: &str = "drained";
-    /// Retries are exhausted and no failure sink is configured: quarantine at once. The error
-    /// follows this prefix.
-    pub(crate) const QUARANTINE: &str = "quarantine: ";
-    /// The shard's lease was lost; the handler was told.
-    pub(crate) const LEASE_LOST: &str = "lease lost";
+    Drained,
+    /// Its lease was lost; the handler was told.
+    LeaseLost,
+    /// Retries are exhausted and no failure sink is configured: quarantine at once.
+    Quarantine(String),
+    /// A failure to restart from the checkpoint.
+    Failed(WorkerFailure),
+}
+
+/// What failed in a shard worker.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WorkerFailure {
+    /// The handler failed (an error, a panic or a timeout; the text says which).
+    #[error("{0}")]
+    Handler(String),
+    /// A stream call failed in a way retrying in place cannot fix.
+    #[error("{op} failed: {error}")]
+    Source {
+        op: &'static str,
+        error: crate::error::SourceError,
+    },
+    /// The checkpoint could not be written.
+    #[error("checkpoint: {0}")]
+    Checkpoint(crate::error::CheckpointError),
+    /// Another actor of the consumer did not answer.
+    #[error("{0}")]
+    Call(#[from] CallError),
+    /// The worker's own actors broke down.
+    #[error("{0}")]
+    Runtime(&'static str),
 }

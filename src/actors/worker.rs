@@ -1,10 +1,16 @@
-//! Reads one shard: polls GetRecords on its own schedule, hands ordered batches to the shard's
-//! handler actor (at most `max_in_flight_batches` unacknowledged), forwards acknowledgements to
-//! the checkpointer, and recovers from expired iterators, throttling and transient errors.
+//! Reads one shard: fetches pages on its own schedule, hands ordered batches to the shard's
+//! delivery stage (at most `max_in_flight_batches` unacknowledged), forwards acknowledgements
+//! to the checkpointer, and recovers from expired iterators, throttling and transient errors.
 //!
-//! Exits deliberately with a reason from [`exit`](super::exit); any other stop or a failure
-//! is a crash the coordinator answers with a restart from the checkpoint.
+//! The worker is a small state machine ([`Phase`]). Calls to the stream run in a task of their
+//! own and report back as a message, so an acknowledgement, a handler failure, a lost lease or
+//! a shutdown is never queued behind a slow or hung GetRecords.
+//!
+//! It always exits by writing a [`WorkerExit`] into its exit slot before stopping; a stop
+//! without one, or a crash, is a failure the coordinator answers with a restart from the
+//! checkpoint.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -13,18 +19,24 @@ use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::checkpointer::CheckpointerMsg;
-use super::coordinator::CoordinatorMsg;
 use super::handler_actor::{may_take_more, HandlerActor, HandlerArgs, HandlerMsg};
-use super::{call, exit, Shared, WorkerCount};
+use super::{call, ExitSlot, Shared, WorkerCount, WorkerExit, WorkerFailure};
 use crate::checkpoint::ShardCheckpoint;
 use crate::config::{backoff, GapPolicy};
-use crate::error::{SourceError, SourceErrorKind};
-use crate::events::{ConsumerEvent, Gap, GapAction, GapKind};
+use crate::delivery::engine::Fatal;
+use crate::error::{CheckpointErrorKind, SourceError, SourceErrorKind};
+use crate::events::{ConsumerEvent, Gap, GapAction, GapKind, LostRange};
 use crate::handler::ShardInfo;
+use crate::lease::guard::LeaseGuard;
 use crate::position::ShardPlan;
-use crate::record::SequenceNumber;
-use crate::source::IteratorPosition;
+use crate::record::{SequenceNumber, StreamRecord};
+use crate::source::{IteratorPosition, RecordsPage};
 use crate::status::ShardState;
+
+/// How often a TRIM_HORIZON iterator may answer "trimmed" before nothing is taken to be left:
+/// DynamoDB Local does so for every position of a shard aged past the retention, while on the
+/// service the horizon can move between GetShardIterator and GetRecords.
+const UNREADABLE_AFTER: u32 = 3;
 
 pub(crate) struct ShardWorker;
 
@@ -37,25 +49,62 @@ pub(crate) struct WorkerArgs {
     /// A `LATEST` iterator obtained at the first start, before `spawn()` returned.
     pub(crate) initial_iterator: Option<(String, Instant)>,
     pub(crate) checkpointer: ActorRef<CheckpointerMsg>,
-    pub(crate) coordinator: ActorRef<CoordinatorMsg>,
+    /// Where the worker leaves its reason for stopping.
+    pub(crate) exit: ExitSlot,
+    /// Lease mode: the validity of this shard's lease, checked before every handler call.
+    pub(crate) lease: Option<LeaseGuard>,
 }
 
 pub(crate) enum WorkerMsg {
+    /// Time to read the next page.
     Poll,
+    /// The stream calls started by a `Poll` finished.
+    Fetched(Fetched),
     /// The delivery stage finished every record up to `through`, completing `pages` pages.
     Acked {
         through: SequenceNumber,
         pages: usize,
     },
-    /// The delivery stage cannot go on; `quarantine` when retries are exhausted without a sink.
-    HandlerFailed {
-        error: String,
-        quarantine: bool,
-    },
+    /// The delivery stage cannot go on.
+    HandlerFailed(Fatal),
     /// Stop taking records, let in-flight batches finish, then stop.
     Drain(RpcReplyPort<()>),
     /// The lease is gone: stop reading, tell the handler, stop.
     LeaseLost,
+}
+
+/// The outcome of one fetch: a GetShardIterator when needed, then one GetRecords.
+pub(crate) struct Fetched {
+    /// The iterator the GetRecords used (kept for a retry after throttling).
+    iterator: Option<String>,
+    /// Where a fresh iterator was opened, when one was.
+    opened: Option<IteratorPosition>,
+    result: Result<RecordsPage, (&'static str, SourceError)>,
+}
+
+/// What the worker is doing.
+enum Phase {
+    /// Reading pages.
+    Reading,
+    /// A page said the shard ended. An end is confirmed from a fresh iterator right after the
+    /// last record read before it is believed: DynamoDB Local answers a GetRecords that races a
+    /// write and a rollover with a page that lacks its last records and has no next iterator.
+    ConfirmingEnd,
+    /// Read to its end (`lossy`: the end was forced by a gap, so its children's first records
+    /// may be lost too); waiting for in-flight batches, then `on_shard_end` and the end
+    /// checkpoint.
+    Ending { lossy: bool },
+    /// Shutdown asked: no more reads; waiting for in-flight batches.
+    Draining(Option<RpcReplyPort<()>>),
+    /// Exiting; every further message is ignored.
+    Done,
+}
+
+/// A gap found and not yet reported: it is reported, with the oldest retained record as its
+/// upper bound, once the shard was reopened at `TRIM_HORIZON` and returned its first page.
+struct PendingGap {
+    kind: GapKind,
+    after: Option<SequenceNumber>,
 }
 
 pub(crate) struct WorkerState {
@@ -64,51 +113,60 @@ pub(crate) struct WorkerState {
     shared: Arc<Shared>,
     shard: Arc<ShardInfo>,
     plan: ShardPlan,
+    closed: bool,
     handler_ref: Option<ActorRef<HandlerMsg>>,
     checkpointer: ActorRef<CheckpointerMsg>,
-    coordinator: ActorRef<CoordinatorMsg>,
+    exit: ExitSlot,
+    lease: Option<LeaseGuard>,
+    phase: Phase,
     /// The iterator to use next and when it was issued.
     iterator: Option<(String, Instant)>,
     /// Whether an iterator was ever obtained (after that, `LATEST` must not be used again).
     opened: bool,
-    /// Read from `TRIM_HORIZON` next (after a trimmed-data gap under `GapPolicy::Continue`).
+    /// Open the next iterator at `TRIM_HORIZON` (a gap is being measured).
     reopen_at_trim_horizon: bool,
-    /// The current iterator was opened at `TRIM_HORIZON`.
-    at_trim_horizon: bool,
-    /// A gap was reported and no record was read since: report the next one only after
-    /// progress, so an unreadable shard does not flood events.
-    gap_reported: bool,
-    /// An empty page without a next iterator was seen and is being confirmed with a fresh
-    /// iterator (see `poll_once`).
-    confirming_end: bool,
-    closed: bool,
+    /// The current iterator chain was opened at `TRIM_HORIZON` and no record was read since.
+    fresh_at_trim_horizon: bool,
+    /// Consecutive "trimmed" answers to a fresh `TRIM_HORIZON` iterator.
+    trim_horizon_failures: u32,
+    pending_gap: Option<PendingGap>,
+    /// The shard's first records may have been trimmed before it was read (see
+    /// [`GapKind::TrimmedStart`]); reported with the first page.
+    start_may_be_trimmed: bool,
+    /// A gap of an unreadable open shard was reported and nothing was read since: do not report
+    /// it again on every attempt.
+    unreadable_reported: bool,
     /// The last record handed to the handler (or skipped): reopening resumes after it.
     last_read: Option<SequenceNumber>,
-    in_flight: usize,
     /// Records of each page handed over and not yet acknowledged, oldest first.
-    in_flight_records: std::collections::VecDeque<usize>,
-    end_reached: bool,
+    in_flight: VecDeque<usize>,
     poll_timer: Option<JoinHandle<Result<(), ractor::MessagingErr<WorkerMsg>>>>,
+    fetch: Option<crate::rt::JoinHandle<()>>,
     last_poll: Option<Instant>,
     retries: u32,
-    draining: Option<RpcReplyPort<()>>,
-    is_draining: bool,
 }
 
+/// What to do after a page or an error.
 enum Step {
-    /// Poll again after this delay (pacing is applied on top).
+    /// Read again after this delay (pacing is applied on top).
     Again(Duration),
-    /// Wait for an acknowledgement before polling.
-    Wait,
-    /// The shard is read to its end.
-    End,
-    /// A gap stopped the shard.
-    Stop,
+    /// The end is confirmed.
+    End { lossy: bool },
+    /// A gap stopped the shard (policy `Fail`).
+    Stop(Gap),
 }
 
 impl WorkerState {
+    fn in_flight_records(&self) -> usize {
+        self.in_flight.iter().sum()
+    }
+
+    fn reading(&self) -> bool {
+        matches!(self.phase, Phase::Reading | Phase::ConfirmingEnd)
+    }
+
     fn schedule_poll(&mut self, myself: &ActorRef<WorkerMsg>, delay: Duration) {
-        if self.poll_timer.is_some() || self.is_draining || self.end_reached {
+        if self.poll_timer.is_some() || self.fetch.is_some() || !self.reading() {
             return;
         }
         // Pace: never two GetRecords on one shard closer than `min_poll_interval` (I7).
@@ -119,27 +177,33 @@ impl WorkerState {
             }
             None => delay,
         };
-        self.poll_timer = Some(myself.send_after(paced, || WorkerMsg::Poll));
+        if paced.is_zero() {
+            // No timer (and no task) for a poll that is due now.
+            let _ = myself.cast(WorkerMsg::Poll);
+        } else {
+            self.poll_timer = Some(myself.send_after(paced, || WorkerMsg::Poll));
+        }
     }
 
-    fn gap(&self, kind: GapKind) -> GapAction {
+    /// Report a gap; returns it with what the policy says to do.
+    fn report_gap(&self, kind: GapKind, lost: LostRange) -> Gap {
         let action = match self.shared.config.gap_policy {
             GapPolicy::Fail => GapAction::Stopped,
             GapPolicy::Continue => GapAction::Continued,
         };
-        tracing::error!(shard = %self.shard.shard_id, ?kind, ?action, "gap: records were lost before they could be read");
-        self.shared.emit(ConsumerEvent::Gap(Gap {
+        let gap = Gap {
             shard_id: self.shard.shard_id.clone(),
-            kind: kind.clone(),
+            kind,
             action,
-        }));
-        if action == GapAction::Stopped {
-            let _ = self.coordinator.cast(CoordinatorMsg::GapStop {
-                shard_id: self.shard.shard_id.clone(),
-                reason: format!("{kind:?}"),
-            });
-        }
-        action
+            lost,
+        };
+        tracing::error!(shard = %self.shard.shard_id, %gap, ?action, "gap: records were lost before they could be read");
+        self.shared.metrics.gaps.add(
+            1,
+            &[opentelemetry::KeyValue::new("kind", format!("{kind:?}"))],
+        );
+        self.shared.emit(ConsumerEvent::Gap(gap.clone()));
+        gap
     }
 
     /// Where to (re)open the shard.
@@ -160,11 +224,13 @@ impl WorkerState {
         backoff(c.retry_backoff, c.max_retry_backoff, self.retries - 1)
     }
 
-    /// One GetShardIterator (if needed) and one GetRecords.
-    async fn poll_once(&mut self) -> Result<Step, ActorProcessingErr> {
+    /// Start a fetch in a task of its own (a GetShardIterator when needed, then a GetRecords);
+    /// its result comes back as [`WorkerMsg::Fetched`].
+    fn start_fetch(&mut self, myself: &ActorRef<WorkerMsg>) {
         let cfg = &self.shared.config;
-        if !may_take_more(cfg, self.in_flight, self.in_flight_records.iter().sum()) {
-            return Ok(Step::Wait);
+        if !may_take_more(cfg, self.in_flight.len(), self.in_flight_records()) {
+            // An acknowledgement schedules the next poll.
+            return;
         }
         // A held iterator may have aged while the handler lagged: replace it from the last read
         // position before it can expire (I6).
@@ -178,57 +244,114 @@ impl WorkerState {
                 self.iterator = None;
             }
         }
-        if self.iterator.is_none() {
-            let position = self.open_position();
-            match self
-                .shared
-                .api
-                .get_shard_iterator(
-                    self.shared.stream_arn.clone(),
-                    self.shard.shard_id.clone(),
-                    position.clone(),
-                )
-                .await
-            {
-                Ok(it) => {
-                    self.iterator = Some((it, Instant::now()));
-                    self.opened = true;
-                    self.at_trim_horizon = position == IteratorPosition::TrimHorizon;
-                    self.reopen_at_trim_horizon = false;
-                }
-                Err(e) => return self.on_source_error(e, "GetShardIterator").await,
-            }
-        }
-        let Some((iterator, _)) = self.iterator.clone() else {
-            return Ok(Step::Again(Duration::ZERO));
+        let open = match self.iterator.take() {
+            Some((it, _)) => Err(it),
+            None => Ok(self.open_position()),
         };
         self.last_poll = Some(Instant::now());
-        let started = Instant::now();
+        let api = self.shared.api.clone();
+        let metrics = self.shared.metrics.clone();
+        let (stream_arn, shard_id) = (self.shared.stream_arn.clone(), self.shard.shard_id.clone());
+        let limit = cfg.max_records_per_call;
         let span = tracing::debug_span!(
             "poll",
-            stream = %self.shard.stream_arn,
-            shard = %self.shard.shard_id,
+            stream = %stream_arn,
+            shard = %shard_id,
             sequence_number = %self.last_read.as_ref().map(|s| s.as_str()).unwrap_or_default(),
         );
-        let result = tracing::Instrument::instrument(
-            self.shared
-                .api
-                .get_records(iterator, Some(cfg.max_records_per_call)),
-            span,
-        )
-        .await;
-        self.shared
-            .metrics
-            .get_records_duration
-            .record(started.elapsed().as_secs_f64(), &[]);
-        let page = match result {
-            Ok(p) => p,
-            Err(e) => return self.on_source_error(e, "GetRecords").await,
+        let worker = myself.clone();
+        let task = async move {
+            let (iterator, opened) = match open {
+                Err(iterator) => (iterator, None),
+                Ok(position) => {
+                    match api
+                        .get_shard_iterator(stream_arn, shard_id, position.clone())
+                        .await
+                    {
+                        Ok(iterator) => (iterator, Some(position)),
+                        Err(e) => {
+                            let _ = worker.cast(WorkerMsg::Fetched(Fetched {
+                                iterator: None,
+                                opened: None,
+                                result: Err(("GetShardIterator", e)),
+                            }));
+                            return;
+                        }
+                    }
+                }
+            };
+            let started = Instant::now();
+            let result = api.get_records(iterator.clone(), Some(limit)).await;
+            metrics
+                .get_records_duration
+                .record(started.elapsed().as_secs_f64(), &[]);
+            let _ = worker.cast(WorkerMsg::Fetched(Fetched {
+                iterator: Some(iterator),
+                opened,
+                result: result.map_err(|e| ("GetRecords", e)),
+            }));
         };
-        self.retries = 0;
-        if !page.records.is_empty() {
-            self.gap_reported = false;
+        self.fetch = Some(crate::rt::spawn(tracing::Instrument::instrument(
+            task, span,
+        )));
+    }
+
+    fn stop_reading(&mut self) {
+        if let Some(t) = self.poll_timer.take() {
+            t.abort();
         }
+        if let Some(f) = self.fetch.take() {
+            f.abort();
+        }
+    }
+
+    fn on_fetched(&mut self, fetched: Fetched) -> Result<Step, WorkerFailure> {
+        if let Some(position) = &fetched.opened {
+            self.opened = true;
+            self.fresh_at_trim_horizon = *position == IteratorPosition::TrimHorizon;
+            if self.fresh_at_trim_horizon {
+                self.reopen_at_trim_horizon = false;
+            }
+        }
+        match fetched.result {
+            Ok(page) => self.on_page(page),
+            Err((op, e)) => self.on_source_error(op, e, fetched.iterator),
+        }
+    }
+
+    fn on_page(&mut self, page: RecordsPage) -> Result<Step, WorkerFailure> {
+        let shared = self.shared.clone();
+        let cfg = &shared.config;
+        self.retries = 0;
+        self.trim_horizon_failures = 0;
+        let first_retained = page.records.first().map(|r| r.sequence_number().clone());
+
+        // A gap is measured now: the iterator was reopened at TRIM_HORIZON, so the first record
+        // (if any) is the oldest one retained.
+        if self.fresh_at_trim_horizon {
+            let gap = match self.pending_gap.take() {
+                Some(p) => Some((p.kind, p.after)),
+                None if self.start_may_be_trimmed => Some((GapKind::TrimmedStart, None)),
+                None => None,
+            };
+            self.start_may_be_trimmed = false;
+            if let Some((kind, after)) = gap {
+                let gap = self.report_gap(
+                    kind,
+                    LostRange {
+                        after,
+                        before: first_retained.clone(),
+                    },
+                );
+                if gap.action == GapAction::Stopped {
+                    return Ok(Step::Stop(gap));
+                }
+            }
+        }
+        if !page.records.is_empty() {
+            self.unreadable_reported = false;
+        }
+
         let now = Instant::now();
         let times = (
             page.records
@@ -241,15 +364,22 @@ impl WorkerState {
         let open_and_empty = page.records.is_empty() && page.next_shard_iterator.is_some();
         let delivering = !page.records.is_empty();
         let wall = self.shared.api.wall_clock();
+        let page_len = page.records.len();
+        let full = page_len >= cfg.max_records_per_call as usize;
+        let new_records = self.deliver(page.records)?;
+        let in_flight_records = self.in_flight_records();
+        let in_flight_pages = self.in_flight.len();
         self.shared.board.update(
             &self.shard.shard_id,
             self.shard.parent_shard_id.as_ref(),
             |e| {
                 e.last_poll_ok = Some(now);
                 e.caught_up = open_and_empty;
-                if delivering {
+                if delivering && new_records {
                     e.unacked_pages.push_back(times);
                 }
+                e.in_flight_records = in_flight_records;
+                e.in_flight_pages = in_flight_pages;
                 e.state = if open_and_empty && e.unacked_pages.is_empty() {
                     ShardState::CaughtUp
                 } else {
@@ -258,47 +388,21 @@ impl WorkerState {
                 e.lag_cached = e.lag(wall);
             },
         );
-        self.iterator = page.next_shard_iterator.map(|it| (it, now));
-        let page_len = page.records.len();
-        let full = page_len >= cfg.max_records_per_call as usize;
 
-        if let Some(through) = page.records.last().map(|r| r.sequence_number().clone()) {
-            // Strictly increasing per shard (I1), even if a source repeats itself.
-            let last_read = self.last_read.clone();
-            let skip_before = self.plan.skip_before;
-            let mut newest = last_read.clone();
-            let mut records = Vec::with_capacity(page_len);
-            for r in page.records {
-                if newest.as_ref().is_some_and(|n| r.sequence_number() <= n) {
-                    continue;
+        let Some(next) = page.next_shard_iterator else {
+            // Every apparent end is confirmed from a fresh iterator after the last record read;
+            // a confirmation that still finds records is confirmed again.
+            self.iterator = None;
+            return Ok(match self.phase {
+                Phase::ConfirmingEnd if !new_records => Step::End { lossy: false },
+                _ => {
+                    self.phase = Phase::ConfirmingEnd;
+                    Step::Again(Duration::ZERO)
                 }
-                newest = Some(r.sequence_number().clone());
-                if !predates(r.approximate_creation_time(), skip_before) {
-                    records.push(r);
-                }
-            }
-            if last_read.as_ref().is_none_or(|l| &through > l) {
-                self.last_read = Some(through.clone());
-                self.in_flight += 1;
-                self.in_flight_records.push_back(records.len());
-                let handler = self.handler_ref.as_ref().ok_or("handler actor missing")?;
-                handler
-                    .cast(HandlerMsg::Deliver { records, through })
-                    .map_err(|e| format!("handler actor gone: {e}"))?;
-            }
-        }
-        if self.iterator.is_none() {
-            // An empty page that ends the shard is confirmed once from a fresh iterator right
-            // after the last read record: DynamoDB Local answers an iterator issued before a
-            // rollover with "no records, no next iterator" even when records follow its
-            // position, and ending then would skip them. Records on a final page end at once.
-            if page_len == 0 && !self.confirming_end {
-                self.confirming_end = true;
-                return Ok(Step::Again(Duration::ZERO));
-            }
-            return Ok(Step::End);
-        }
-        self.confirming_end = false;
+            });
+        };
+        self.iterator = Some((next, now));
+        self.phase = Phase::Reading;
         Ok(if full {
             Step::Again(Duration::ZERO)
         } else if page_len > 0 {
@@ -308,11 +412,51 @@ impl WorkerState {
         })
     }
 
-    async fn on_source_error(
+    /// Hand a page's new records to the delivery stage; returns whether there were any.
+    fn deliver(&mut self, records: Vec<StreamRecord>) -> Result<bool, WorkerFailure> {
+        let Some(through) = records.last().map(|r| r.sequence_number().clone()) else {
+            return Ok(false);
+        };
+        let last_read = self.last_read.clone();
+        if last_read.as_ref().is_some_and(|l| &through <= l) {
+            // A source that repeats itself: nothing new (I1).
+            return Ok(false);
+        }
+        let skip_before = self.plan.skip_before;
+        let mut kept = Vec::with_capacity(records.len());
+        let mut newest = last_read;
+        for r in records {
+            // Strictly increasing per shard (I1), even if a source repeats itself.
+            if newest.as_ref().is_some_and(|n| r.sequence_number() <= n) {
+                continue;
+            }
+            newest = Some(r.sequence_number().clone());
+            if !predates(r.approximate_creation_time(), skip_before) {
+                kept.push(r);
+            }
+        }
+        self.last_read = Some(through.clone());
+        self.fresh_at_trim_horizon = false;
+        self.in_flight.push_back(kept.len());
+        let handler = self
+            .handler_ref
+            .as_ref()
+            .ok_or(WorkerFailure::Runtime("the delivery stage is missing"))?;
+        handler
+            .cast(HandlerMsg::Deliver {
+                records: kept,
+                through,
+            })
+            .map_err(|_| WorkerFailure::Runtime("the delivery stage stopped"))?;
+        Ok(true)
+    }
+
+    fn on_source_error(
         &mut self,
-        e: SourceError,
         op: &'static str,
-    ) -> Result<Step, ActorProcessingErr> {
+        e: SourceError,
+        iterator: Option<String>,
+    ) -> Result<Step, WorkerFailure> {
         let shard = self.shard.shard_id.clone();
         self.shared.metrics.source_error(op, e.kind());
         let message = e.to_string();
@@ -328,61 +472,129 @@ impl WorkerState {
                     .metrics
                     .iterator_refreshes
                     .add(1, &[opentelemetry::KeyValue::new("reason", "expired")]);
-                self.iterator = None;
                 Ok(Step::Again(Duration::ZERO))
             }
             SourceErrorKind::Throttled | SourceErrorKind::Retryable => {
+                // The iterator is still good: retry with it.
+                self.iterator = iterator.map(|it| (it, Instant::now()));
                 let wait = self.retry_delay();
                 tracing::warn!(%shard, error = %e, retry_in = ?wait, attempt = self.retries, "{op} failed; backing off");
                 Ok(Step::Again(wait))
             }
-            SourceErrorKind::TrimmedData => {
-                let after = self.last_read.clone();
-                let action = if self.gap_reported {
-                    GapAction::Continued
-                } else {
-                    self.gap_reported = true;
-                    self.gap(GapKind::TrimmedData { after })
-                };
-                let unreadable = self.at_trim_horizon;
-                self.iterator = None;
-                match action {
-                    GapAction::Stopped => Ok(Step::Stop),
-                    // Even its oldest retained position is trimmed (DynamoDB Local after aging):
-                    // a closed shard has nothing left to read, so its children may go on; an open
-                    // one may take new records, so keep trying it, slowly.
-                    _ if unreadable && self.closed => Ok(Step::End),
-                    _ if unreadable => {
-                        self.reopen_at_trim_horizon = true;
-                        Ok(Step::Again(self.shared.idle_delay()))
-                    }
-                    _ => {
-                        self.reopen_at_trim_horizon = true;
-                        Ok(Step::Again(Duration::ZERO))
-                    }
-                }
-            }
+            SourceErrorKind::TrimmedData => self.on_trimmed(),
             SourceErrorKind::NotFound => {
-                let after = self.last_read.clone();
-                match self.gap(GapKind::VanishedShard { after }) {
-                    GapAction::Stopped => Ok(Step::Stop),
-                    // Nothing more can be read: let its children go on (the gap is reported).
-                    _ => {
-                        self.iterator = None;
-                        Ok(Step::End)
-                    }
+                // The shard is gone: nothing more can be read from it.
+                let gap = self.report_gap(
+                    GapKind::VanishedShard,
+                    LostRange {
+                        after: self.last_read.clone(),
+                        before: None,
+                    },
+                );
+                Ok(match gap.action {
+                    GapAction::Stopped => Step::Stop(gap),
+                    // Its children may go on (the gap is reported, and theirs will be).
+                    _ => Step::End { lossy: true },
+                })
+            }
+            _ => Err(WorkerFailure::Source { op, error: e }),
+        }
+    }
+
+    /// The position read from is older than the retention.
+    fn on_trimmed(&mut self) -> Result<Step, WorkerFailure> {
+        let at_horizon = self.fresh_at_trim_horizon || self.reopen_at_trim_horizon;
+        if !at_horizon {
+            // Records between the last one read and the horizon are lost: reopen at the horizon,
+            // and report the gap with the oldest retained record once it is known.
+            self.pending_gap.get_or_insert(PendingGap {
+                kind: GapKind::TrimmedData,
+                after: self.last_read.clone(),
+            });
+            self.reopen_at_trim_horizon = true;
+            return Ok(Step::Again(Duration::ZERO));
+        }
+        // Even the oldest retained position answers "trimmed" (DynamoDB Local after aging; on
+        // the service the horizon may just have moved): try a few times before believing it.
+        self.trim_horizon_failures += 1;
+        self.reopen_at_trim_horizon = true;
+        if self.trim_horizon_failures < UNREADABLE_AFTER {
+            return Ok(Step::Again(self.retry_delay()));
+        }
+        self.trim_horizon_failures = 0;
+        let pending = self.pending_gap.take();
+        if self.unreadable_reported && pending.is_none() {
+            return Ok(Step::Again(self.shared.idle_delay()));
+        }
+        let (kind, after) = match pending {
+            Some(p) => (p.kind, p.after),
+            None if self.start_may_be_trimmed => (GapKind::TrimmedStart, None),
+            None => (GapKind::TrimmedData, self.last_read.clone()),
+        };
+        self.start_may_be_trimmed = false;
+        self.unreadable_reported = true;
+        let gap = self.report_gap(
+            kind,
+            LostRange {
+                after,
+                before: None,
+            },
+        );
+        Ok(match gap.action {
+            GapAction::Stopped => Step::Stop(gap),
+            // A closed shard has nothing left to read: its children may go on.
+            _ if self.closed => Step::End { lossy: true },
+            // An open one may take new records: keep trying it, slowly.
+            _ => Step::Again(self.shared.idle_delay()),
+        })
+    }
+
+    /// Record why the worker stops, then stop it.
+    fn exit(&mut self, myself: &ActorRef<WorkerMsg>, exit: WorkerExit) {
+        self.stop_reading();
+        self.phase = Phase::Done;
+        *self.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(exit);
+        myself.stop(None);
+    }
+
+    async fn after_step(&mut self, myself: &ActorRef<WorkerMsg>, step: Step) {
+        match step {
+            Step::Again(delay) => self.schedule_poll(myself, delay),
+            Step::End { lossy } => {
+                self.phase = Phase::Ending { lossy };
+                if self.in_flight.is_empty() {
+                    self.finish(myself, lossy).await;
                 }
             }
-            _ => Err(format!("{op} on shard {shard}: {e}").into()),
+            Step::Stop(gap) => self.exit(myself, WorkerExit::Gap(Box::new(gap))),
         }
     }
 
     /// Every batch is acknowledged and the shard is read to its end: run `on_shard_end`, make
     /// the end durable, then exit so the coordinator can start the children (I2).
-    async fn finish(&mut self, myself: &ActorRef<WorkerMsg>) -> Result<(), ActorProcessingErr> {
+    async fn finish(&mut self, myself: &ActorRef<WorkerMsg>, lossy: bool) {
+        let exit = match self.end_shard().await {
+            Ok(()) => {
+                tracing::info!(shard = %self.shard.shard_id, "shard ended");
+                WorkerExit::Ended { lossy }
+            }
+            Err(WorkerFailure::Checkpoint(e)) if e.kind() == CheckpointErrorKind::LeaseLost => {
+                WorkerExit::LeaseLost
+            }
+            Err(f) => WorkerExit::Failed(f),
+        };
+        self.exit(myself, exit);
+    }
+
+    async fn end_shard(&mut self) -> Result<(), WorkerFailure> {
         let timeout = self.shared.config.handler_timeout + Duration::from_secs(5);
-        let handler = self.handler_ref.as_ref().ok_or("handler actor missing")?;
-        call(handler, HandlerMsg::End, timeout).await??;
+        let handler = self
+            .handler_ref
+            .as_ref()
+            .ok_or(WorkerFailure::Runtime("the delivery stage is missing"))?;
+        call(handler, HandlerMsg::End, timeout)
+            .await?
+            .map_err(WorkerFailure::Handler)?;
         call(
             &self.checkpointer,
             |reply| CheckpointerMsg::Save {
@@ -392,47 +604,19 @@ impl WorkerState {
             timeout,
         )
         .await?
-        .map_err(|e| {
-            format!(
-                "cannot checkpoint the end of shard {}: {e}",
-                self.shard.shard_id
-            )
-        })?;
-        tracing::info!(shard = %self.shard.shard_id, "shard ended");
-        myself.stop(Some(exit::ENDED.into()));
-        Ok(())
+        .map_err(WorkerFailure::Checkpoint)
     }
 
     async fn finish_drain(&mut self, myself: &ActorRef<WorkerMsg>) {
         if let Some(h) = &self.handler_ref {
             let _ = call(h, HandlerMsg::Shutdown, self.shared.config.handler_timeout).await;
         }
-        if let Some(reply) = self.draining.take() {
-            let _ = reply.send(());
-        }
-        myself.stop(Some(exit::DRAINED.into()));
-    }
-
-    async fn after_step(
-        &mut self,
-        myself: &ActorRef<WorkerMsg>,
-        step: Step,
-    ) -> Result<(), ActorProcessingErr> {
-        match step {
-            Step::Again(delay) => self.schedule_poll(myself, delay),
-            Step::Wait => {}
-            Step::End => {
-                self.end_reached = true;
-                if self.in_flight == 0 {
-                    self.finish(myself).await?;
-                }
-            }
-            Step::Stop => {
-                self.end_reached = true;
-                myself.stop(Some(exit::GAP.into()));
+        if let Phase::Draining(reply) = &mut self.phase {
+            if let Some(reply) = reply.take() {
+                let _ = reply.send(());
             }
         }
-        Ok(())
+        self.exit(myself, WorkerExit::Drained);
     }
 }
 
@@ -460,28 +644,29 @@ impl Actor for ShardWorker {
         let opened = args.initial_iterator.is_some();
         Ok(WorkerState {
             _counted: WorkerCount::new(args.shared.clone()),
+            start_may_be_trimmed: args.plan.start_may_be_trimmed,
             iterator: args.initial_iterator,
             opened,
-            at_trim_horizon: false,
-            gap_reported: false,
-            confirming_end: false,
+            reopen_at_trim_horizon: false,
+            fresh_at_trim_horizon: false,
+            trim_horizon_failures: 0,
+            pending_gap: None,
+            unreadable_reported: false,
             closed: args.closed,
             shared: args.shared,
             shard: args.shard,
             plan: args.plan,
             handler_ref: None,
             checkpointer: args.checkpointer,
-            coordinator: args.coordinator,
-            reopen_at_trim_horizon: false,
+            exit: args.exit,
+            lease: args.lease,
+            phase: Phase::Reading,
             last_read,
-            in_flight: 0,
-            in_flight_records: std::collections::VecDeque::new(),
-            end_reached: false,
+            in_flight: VecDeque::new(),
             poll_timer: None,
+            fetch: None,
             last_poll: None,
             retries: 0,
-            draining: None,
-            is_draining: false,
         })
     }
 
@@ -497,14 +682,21 @@ impl Actor for ShardWorker {
                 shared: state.shared.clone(),
                 shard: state.shard.clone(),
                 worker: myself.clone(),
+                lease: state.lease.clone(),
             },
             myself.get_cell(),
         )
-        .await
-        .map_err(|e| format!("cannot start the handler actor: {e}"))?;
+        .await?;
         let timeout = state.shared.config.handler_timeout + Duration::from_secs(5);
-        call(&handler_ref, HandlerMsg::Start, timeout).await??;
+        let started = match call(&handler_ref, HandlerMsg::Start, timeout).await {
+            Ok(r) => r.map_err(WorkerFailure::Handler),
+            Err(e) => Err(WorkerFailure::Call(e)),
+        };
         state.handler_ref = Some(handler_ref);
+        if let Err(f) = started {
+            state.exit(&myself, WorkerExit::Failed(f));
+            return Ok(());
+        }
         state.shared.board.update(
             &state.shard.shard_id,
             state.shard.parent_shard_id.as_ref(),
@@ -512,6 +704,8 @@ impl Actor for ShardWorker {
                 e.state = ShardState::Reading;
                 e.running_since = Some(Instant::now());
                 e.unacked_pages.clear();
+                e.in_flight_records = 0;
+                e.in_flight_pages = 0;
                 e.caught_up = false;
                 e.calls.clear();
             },
@@ -520,8 +714,9 @@ impl Actor for ShardWorker {
             shard_id: state.shard.shard_id.clone(),
             parent_shard_id: state.shard.parent_shard_id.clone(),
             position: state.plan.position.type_name().to_owned(),
+            incarnation: state.shard.incarnation,
         });
-        tracing::info!(shard = %state.shard.shard_id, position = state.plan.position.type_name(), "shard started");
+        tracing::info!(shard = %state.shard.shard_id, position = state.plan.position.type_name(), incarnation = state.shard.incarnation, "shard started");
         let _ = myself.cast(WorkerMsg::Poll);
         Ok(())
     }
@@ -531,9 +726,7 @@ impl Actor for ShardWorker {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(t) = state.poll_timer.take() {
-            t.abort();
-        }
+        state.stop_reading();
         Ok(())
     }
 
@@ -543,22 +736,34 @@ impl Actor for ShardWorker {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if matches!(state.phase, Phase::Done) {
+            return Ok(());
+        }
         match msg {
             WorkerMsg::Poll => {
                 state.poll_timer = None;
-                if state.is_draining || state.end_reached {
+                if state.reading() && state.fetch.is_none() {
+                    state.start_fetch(&myself);
+                }
+            }
+            WorkerMsg::Fetched(fetched) => {
+                state.fetch = None;
+                if !state.reading() {
+                    // Draining or ending: what was read is not handed over.
                     return Ok(());
                 }
-                let step = state.poll_once().await?;
-                state.after_step(&myself, step).await?;
+                match state.on_fetched(fetched) {
+                    Ok(step) => state.after_step(&myself, step).await,
+                    Err(f) => state.exit(&myself, WorkerExit::Failed(f)),
+                }
             }
             WorkerMsg::Acked { through, pages } => {
-                state.in_flight = state.in_flight.saturating_sub(pages);
                 for _ in 0..pages {
-                    state.in_flight_records.pop_front();
+                    state.in_flight.pop_front();
                 }
                 let acked = through.clone();
                 let wall = state.shared.api.wall_clock();
+                let (records, in_flight_pages) = (state.in_flight_records(), state.in_flight.len());
                 state.shared.board.update(
                     &state.shard.shard_id,
                     state.shard.parent_shard_id.as_ref(),
@@ -568,6 +773,8 @@ impl Actor for ShardWorker {
                                 e.newest_acked_time = last.or(e.newest_acked_time);
                             }
                         }
+                        e.in_flight_records = records;
+                        e.in_flight_pages = in_flight_pages;
                         e.checkpoint = Some(acked);
                         if e.caught_up && e.unacked_pages.is_empty() {
                             e.state = ShardState::CaughtUp;
@@ -579,42 +786,38 @@ impl Actor for ShardWorker {
                     shard_id: state.shard.shard_id.clone(),
                     sequence_number: through,
                 });
-                if state.in_flight == 0 && state.is_draining {
-                    state.finish_drain(&myself).await;
-                } else if state.in_flight == 0 && state.end_reached {
-                    state.finish(&myself).await?;
-                } else {
-                    state.schedule_poll(&myself, Duration::ZERO);
+                match state.phase {
+                    Phase::Draining(_) if state.in_flight.is_empty() => {
+                        state.finish_drain(&myself).await
+                    }
+                    Phase::Ending { lossy } if state.in_flight.is_empty() => {
+                        state.finish(&myself, lossy).await
+                    }
+                    _ => state.schedule_poll(&myself, Duration::ZERO),
                 }
             }
-            WorkerMsg::HandlerFailed { error, quarantine } => {
-                if quarantine {
+            WorkerMsg::HandlerFailed(fatal) => {
+                let exit = match fatal {
                     // Not a crash to restart from: the policy gave up and nothing may be skipped.
-                    state.end_reached = true;
-                    myself.stop(Some(format!("{}{error}", exit::QUARANTINE)));
-                    return Ok(());
-                }
-                return Err(error.into());
+                    Fatal::Quarantine(e) => WorkerExit::Quarantine(e),
+                    Fatal::Restart(e) => WorkerExit::Failed(WorkerFailure::Handler(e)),
+                };
+                state.exit(&myself, exit);
             }
             WorkerMsg::LeaseLost => {
-                state.is_draining = true;
-                state.end_reached = true;
-                if let Some(t) = state.poll_timer.take() {
-                    t.abort();
-                }
+                state.stop_reading();
+                state.phase = Phase::Done;
                 if let Some(h) = &state.handler_ref {
                     let timeout = state.shared.config.handler_timeout + Duration::from_secs(5);
                     let _ = call(h, HandlerMsg::LeaseLost, timeout).await;
                 }
-                myself.stop(Some(exit::LEASE_LOST.into()));
+                state.exit(&myself, WorkerExit::LeaseLost);
             }
             WorkerMsg::Drain(reply) => {
-                state.is_draining = true;
-                if let Some(t) = state.poll_timer.take() {
-                    t.abort();
-                }
-                state.draining = Some(reply);
-                if state.in_flight == 0 {
+                // A GetRecords in flight (perhaps hung) is abandoned: shutdown never waits for it.
+                state.stop_reading();
+                state.phase = Phase::Draining(Some(reply));
+                if state.in_flight.is_empty() {
                     state.finish_drain(&myself).await;
                 }
             }
@@ -624,21 +827,29 @@ impl Actor for ShardWorker {
 
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         evt: SupervisionEvent,
-        _state: &mut Self::State,
+        state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // The handler actor only stops with its worker; on its own it stops by failing (a panic
+        // The delivery stage only stops with its worker; on its own it stops by failing (a panic
         // in user code). Either way the batch in hand is not acknowledged: fail so the
         // coordinator restarts this shard from its checkpoint.
-        match evt {
-            SupervisionEvent::ActorFailed(_, e) => Err(format!("handler panicked: {e}").into()),
-            SupervisionEvent::ActorTerminated(_, _, reason) => Err(format!(
-                "handler stopped unexpectedly: {}",
-                reason.unwrap_or_default()
-            )
-            .into()),
-            _ => Ok(()),
+        if matches!(state.phase, Phase::Done) {
+            return Ok(());
         }
+        match evt {
+            SupervisionEvent::ActorFailed(_, e) => state.exit(
+                &myself,
+                WorkerExit::Failed(WorkerFailure::Handler(format!("handler panicked: {e}"))),
+            ),
+            SupervisionEvent::ActorTerminated(..) => state.exit(
+                &myself,
+                WorkerExit::Failed(WorkerFailure::Runtime(
+                    "the delivery stage stopped unexpectedly",
+                )),
+            ),
+            _ => {}
+        }
+        Ok(())
     }
 }

@@ -53,9 +53,48 @@ pub enum ShardCheckpoint {
         /// The bookmark time.
         since_ms: u64,
     },
+    /// The shard was listed while the consumer read the stream, and nothing of it is processed
+    /// yet (it waits for its parent, say). Read like a shard without a checkpoint; kept so that a
+    /// shard which vanishes unread during an outage is reported as a gap by name.
+    Discovered,
 }
 
 impl ShardCheckpoint {
+    /// Whether `new` is further along than `old` (`None`: nothing stored): the one order of
+    /// positions every store and the consumer obey, so a checkpoint never moves backwards.
+    ///
+    /// `Discovered` < `Latest` < `Processed` (by sequence number, numerically) < `Ended`; of two
+    /// `Latest` bookmarks the earlier one is further along (it skips less).
+    ///
+    /// ```
+    /// use dynamodb_stream::checkpoint::ShardCheckpoint;
+    /// let at = |n: &str| ShardCheckpoint::Processed { sequence_number: n.parse().unwrap() };
+    /// assert!(ShardCheckpoint::advances(None, &ShardCheckpoint::Discovered));
+    /// assert!(ShardCheckpoint::advances(Some(&at("100000000000000000009")), &at("100000000000000000010")));
+    /// assert!(!ShardCheckpoint::advances(Some(&at("100000000000000000010")), &at("100000000000000000009")));
+    /// assert!(!ShardCheckpoint::advances(Some(&ShardCheckpoint::Ended), &at("100000000000000000010")));
+    /// ```
+    pub fn advances(old: Option<&Self>, new: &Self) -> bool {
+        use ShardCheckpoint::{Discovered, Ended, Latest, Processed};
+        match (old, new) {
+            (None, _) => true,
+            (Some(Ended), _) => false,
+            (Some(_), Ended) => true,
+            (Some(Discovered), Discovered) => false,
+            (Some(Discovered), _) => true,
+            (Some(Latest { .. } | Processed { .. }), Discovered) => false,
+            (Some(Latest { .. }), Processed { .. }) => true,
+            (Some(Processed { sequence_number: a }), Processed { sequence_number: b }) => b > a,
+            (Some(Latest { since_ms: a }), Latest { since_ms: b }) => b < a,
+            (Some(Processed { .. }), Latest { .. }) => false,
+        }
+    }
+
+    /// Whether the shard still has records to process: not ended.
+    pub fn is_unfinished(&self) -> bool {
+        !matches!(self, Self::Ended)
+    }
+
     /// The last processed sequence number, if any.
     pub fn sequence_number(&self) -> Option<&SequenceNumber> {
         match self {

@@ -19,6 +19,9 @@ use crate::record::{SequenceNumber, StreamRecord};
 use crate::status::StatusBoard;
 use crate::telemetry::Metrics;
 
+/// How often a lane waiting for its lease's renewal looks again.
+const LEASE_CHECK_EVERY: Duration = Duration::from_millis(50);
+
 /// Everything one lane needs; owned by the lane's task.
 pub(crate) struct Lane {
     pub(crate) shard: Arc<ShardInfo>,
@@ -34,6 +37,9 @@ pub(crate) struct Lane {
     pub(crate) metrics: Metrics,
     /// Set when the shard's lease was lost: no further handler call may start.
     pub(crate) abandoned: Arc<std::sync::atomic::AtomicBool>,
+    /// Lease mode: a handler call starts only while the lease is valid by this process's own
+    /// clocks (a worker woken from a pause waits for its renewal, or for the loss).
+    pub(crate) lease: Option<crate::lease::guard::LeaseGuard>,
 }
 
 /// Why a lane cannot go on.
@@ -131,6 +137,27 @@ impl Lane {
         }
     }
 
+    /// Whether a handler call may start: not once the lease is lost, and only while it is valid.
+    fn may_call(&self) -> impl std::future::Future<Output = bool> + Send + 'static {
+        // Owned parts: the lane itself (its handler) is not `Sync`, so it cannot be held across
+        // the wait.
+        let (abandoned, lease, clock) = (
+            self.abandoned.clone(),
+            self.lease.clone(),
+            self.wall_clock.clone(),
+        );
+        async move {
+            if abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+                return false;
+            }
+            let Some(lease) = lease else {
+                return true;
+            };
+            let valid = lease.wait_valid(clock.as_ref(), LEASE_CHECK_EVERY).await;
+            valid && !abandoned.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
     /// A fresh handler after a panic or timeout, started like the first.
     async fn replace_handler(&mut self) -> Result<(), String> {
         self.handler = (self.factory)(&self.shard);
@@ -209,7 +236,7 @@ impl Lane {
         while let Some(mut batch) = queue.pop_front() {
             let mut attempts = 0u32;
             loop {
-                if self.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+                if !self.may_call().await {
                     return Outcome {
                         finished,
                         fatal: None,

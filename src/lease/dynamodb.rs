@@ -43,6 +43,7 @@ const SINCE: &str = "sinceMs";
 const STATE_PROCESSED: &str = "processed";
 const STATE_ENDED: &str = "ended";
 const STATE_LATEST: &str = "latest";
+const STATE_DISCOVERED: &str = "discovered";
 
 /// How long [`LeaseStore::ensure_table`] waits for a new table to become ACTIVE (AWS takes
 /// seconds to a minute; DynamoDB Local is instant).
@@ -459,13 +460,14 @@ impl DynamoDbLeaseStore {
                 Some(ShardCheckpoint::Processed { sequence_number })
             }
             Some(STATE_ENDED) => Some(ShardCheckpoint::Ended),
+            Some(STATE_DISCOVERED) => Some(ShardCheckpoint::Discovered),
             Some(STATE_LATEST) => Some(ShardCheckpoint::Latest {
                 since_ms: required_n(item, SINCE).map_err(&corrupt)?,
             }),
             Some(other) => {
                 return Err(corrupt(format!(
-                    "unknown {STATE} {other:?} (expected {STATE_PROCESSED}, {STATE_ENDED} or \
-                     {STATE_LATEST})"
+                    "unknown {STATE} {other:?} (expected {STATE_PROCESSED}, {STATE_ENDED}, \
+                     {STATE_LATEST} or {STATE_DISCOVERED})"
                 )))
             }
         };
@@ -880,7 +882,8 @@ impl LeaseStore for DynamoDbLeaseStore {
                 .expression_attribute_values(":counter", n(counter))
                 .expression_attribute_values(":next", n(next));
             // Each position removes the attributes of the others, so the item holds exactly
-            // one checkpoint. The conditions encode Latest < Processed (by sequenceKey) < Ended.
+            // one checkpoint. The conditions encode Discovered < Latest < Processed (by
+            // sequenceKey) < Ended (`ShardCheckpoint::advances`).
             let call = match &checkpoint {
                 ShardCheckpoint::Processed { sequence_number } => call
                     .update_expression(
@@ -888,13 +891,14 @@ impl LeaseStore for DynamoDbLeaseStore {
                          #seqkey = :seqkey REMOVE #since",
                     )
                     .condition_expression(format!(
-                        "{FENCE} AND (attribute_not_exists(#state) OR #state = :latest OR \
-                         (#state = :processed AND #seqkey <= :seqkey))"
+                        "{FENCE} AND (attribute_not_exists(#state) OR #state = :discovered OR \
+                         #state = :latest OR (#state = :processed AND #seqkey <= :seqkey))"
                     ))
                     .expression_attribute_names("#seq", SEQUENCE)
                     .expression_attribute_names("#seqkey", SEQUENCE_KEY)
                     .expression_attribute_names("#since", SINCE)
                     .expression_attribute_values(":processed", s(STATE_PROCESSED))
+                    .expression_attribute_values(":discovered", s(STATE_DISCOVERED))
                     .expression_attribute_values(":latest", s(STATE_LATEST))
                     .expression_attribute_values(":seq", s(sequence_number.as_str()))
                     .expression_attribute_values(":seqkey", s(sequence_key(sequence_number))),
@@ -904,13 +908,26 @@ impl LeaseStore for DynamoDbLeaseStore {
                          REMOVE #seq, #seqkey",
                     )
                     .condition_expression(format!(
-                        "{FENCE} AND (attribute_not_exists(#state) OR #state = :latest)"
+                        "{FENCE} AND (attribute_not_exists(#state) OR #state = :discovered OR \
+                         #state = :latest)"
                     ))
                     .expression_attribute_names("#seq", SEQUENCE)
                     .expression_attribute_names("#seqkey", SEQUENCE_KEY)
                     .expression_attribute_names("#since", SINCE)
+                    .expression_attribute_values(":discovered", s(STATE_DISCOVERED))
                     .expression_attribute_values(":latest", s(STATE_LATEST))
                     .expression_attribute_values(":since", n(*since_ms)),
+                ShardCheckpoint::Discovered => call
+                    .update_expression(
+                        "SET #counter = :next, #state = :discovered REMOVE #seq, #seqkey, #since",
+                    )
+                    .condition_expression(format!(
+                        "{FENCE} AND (attribute_not_exists(#state) OR #state = :discovered)"
+                    ))
+                    .expression_attribute_names("#seq", SEQUENCE)
+                    .expression_attribute_names("#seqkey", SEQUENCE_KEY)
+                    .expression_attribute_names("#since", SINCE)
+                    .expression_attribute_values(":discovered", s(STATE_DISCOVERED)),
                 ShardCheckpoint::Ended => call
                     .update_expression(
                         "SET #counter = :next, #state = :ended REMOVE #seq, #seqkey, #since",

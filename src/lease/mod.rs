@@ -64,6 +64,7 @@
 
 #[cfg(feature = "aws")]
 mod dynamodb;
+pub(crate) mod guard;
 mod memory;
 
 use std::fmt;
@@ -402,20 +403,8 @@ fn check_forward(lease: &Lease, new: &ShardCheckpoint) -> Result<(), LeaseError>
 
 /// Positions are ordered `Latest` < `Processed` (numerically by sequence number) < `Ended`.
 fn moves_backwards(current: &ShardCheckpoint, new: &ShardCheckpoint) -> bool {
-    use ShardCheckpoint::{Ended, Latest, Processed};
-    match (current, new) {
-        (Latest { .. }, _) => false,
-        (Processed { .. }, Latest { .. }) => true,
-        (
-            Processed {
-                sequence_number: stored,
-            },
-            Processed { sequence_number },
-        ) => sequence_number < stored,
-        (Processed { .. }, Ended) => false,
-        (Ended, Ended) => false,
-        (Ended, _) => true,
-    }
+    // Writing the same position again is harmless; anything else must advance.
+    current != new && !ShardCheckpoint::advances(Some(current), new)
 }
 
 /// The counter after one more write. A counter at `u64::MAX` cannot fence any more writes.
@@ -440,5 +429,6 @@ fn checkpoint_text(checkpoint: &ShardCheckpoint) -> String {
         ShardCheckpoint::Processed { sequence_number } => format!("processed {sequence_number}"),
         ShardCheckpoint::Ended => "ended".to_owned(),
         ShardCheckpoint::Latest { since_ms } => format!("latest since {since_ms} ms"),
+        ShardCheckpoint::Discovered => "discovered".to_owned(),
     }
 }

@@ -154,16 +154,7 @@ pub struct SequencedChange {
 /// Whether storing `new` over `old` moves a shard forward (the sink's monotonic rule):
 /// `Ended` is final, `Processed` only grows, a `Latest` bookmark only replaces a later bookmark.
 pub(crate) fn advances(old: Option<&ShardCheckpoint>, new: &ShardCheckpoint) -> bool {
-    use ShardCheckpoint::{Ended, Latest, Processed};
-    match (old, new) {
-        (None, _) => true,
-        (Some(Ended), _) => false,
-        (Some(_), Ended) => true,
-        (Some(Latest { .. }), Processed { .. }) => true,
-        (Some(Processed { sequence_number: a }), Processed { sequence_number: b }) => b > a,
-        (Some(Latest { since_ms: a }), Latest { since_ms: b }) => b < a,
-        (Some(Processed { .. }), Latest { .. }) => false,
-    }
+    ShardCheckpoint::advances(old, new)
 }
 
 #[cfg(test)]

@@ -533,6 +533,7 @@ fn to_checkpoint(
 ) -> std::result::Result<ShardCheckpoint, CheckpointError> {
     match state {
         "ended" => Ok(ShardCheckpoint::Ended),
+        "discovered" => Ok(ShardCheckpoint::Discovered),
         "latest" => Ok(ShardCheckpoint::Latest {
             since_ms: since.and_then(|s| u64::try_from(s).ok()).ok_or_else(|| {
                 corrupt(format!("shard {shard_id}: LATEST bookmark without a time"))
@@ -566,6 +567,7 @@ fn write_checkpoint(
     }
     let (state, seq, seq_key, since) = match cp {
         ShardCheckpoint::Ended => ("ended", None, None, None),
+        ShardCheckpoint::Discovered => ("discovered", None, None, None),
         ShardCheckpoint::Latest { since_ms } => (
             "latest",
             None,

@@ -26,6 +26,7 @@ pub struct SimulatorBuilder {
     pub(super) page_bytes_limit: u64,
     pub(super) child_visibility_delay: Duration,
     pub(super) stale_describe_probability: f64,
+    pub(super) end_race_probability: f64,
 }
 
 impl Default for SimulatorBuilder {
@@ -45,6 +46,7 @@ impl Default for SimulatorBuilder {
             page_bytes_limit: 1024 * 1024,
             child_visibility_delay: Duration::ZERO,
             stale_describe_probability: 0.0,
+            end_race_probability: 0.0,
         }
     }
 }
@@ -144,6 +146,17 @@ impl SimulatorBuilder {
     /// service sometimes does. Drawn per shard per call. Default 0.0.
     pub fn stale_describe_probability(mut self, probability: f64) -> Self {
         self.stale_describe_probability = probability.clamp(0.0, 1.0);
+        self
+    }
+
+    /// The chance that a GetRecords call which reads a closed shard to its end leaves out the
+    /// last records of its page (one to all of them, drawn) and still answers without a next
+    /// iterator. DynamoDB Local does this when a write and a rollover race the call: it reads the
+    /// page, then asks separately whether the shard is closed. A consumer that takes such a page
+    /// for the shard's end loses the records left out; confirming the end from a fresh iterator
+    /// after the last record read finds them. Drawn per call. Default 0.0.
+    pub fn end_race_probability(mut self, probability: f64) -> Self {
+        self.end_race_probability = probability.clamp(0.0, 1.0);
         self
     }
 

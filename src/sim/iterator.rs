@@ -17,6 +17,9 @@ pub(super) struct IteratorState {
     pub(super) after: u128,
     /// Sim time at which the iterator was issued.
     pub(super) issued_at: Duration,
+    /// The stream's newest sequence value when the iterator was issued: records and shard
+    /// closings after it "race" the iterator (see `end_race_probability`).
+    pub(super) issued_seq: u128,
 }
 
 const TAG_HEX: usize = 16;
@@ -24,10 +27,11 @@ const TAG_HEX: usize = 16;
 /// Shaped like the real service's iterators (`<stream arn>|1|<opaque>`).
 pub(super) fn encode(arn: &str, secret: u64, serial: u64, state: &IteratorState) -> String {
     let payload = format!(
-        "{}/{}/{}/{}",
+        "{}/{}/{}/{}/{}",
         state.shard_id,
         state.after,
         state.issued_at.as_nanos(),
+        state.issued_seq,
         serial
     );
     let body = hex_encode(payload.as_bytes());
@@ -54,6 +58,7 @@ pub(super) fn decode(arn: &str, secret: u64, iterator: &str) -> Option<IteratorS
     let shard_id = parts.next()?.to_owned();
     let after = parts.next()?.parse().ok()?;
     let nanos: u128 = parts.next()?.parse().ok()?;
+    let issued_seq: u128 = parts.next()?.parse().ok()?;
     let _serial: u64 = parts.next()?.parse().ok()?;
     if parts.next().is_some() {
         return None;
@@ -63,6 +68,7 @@ pub(super) fn decode(arn: &str, secret: u64, iterator: &str) -> Option<IteratorS
         shard_id,
         after,
         issued_at,
+        issued_seq,
     })
 }
 
@@ -86,6 +92,7 @@ mod tests {
             shard_id: "shardId-00000000000000000001-00000001".into(),
             after: 100_000_000_000_000_000_042,
             issued_at: Duration::from_millis(1234),
+            issued_seq: 100_000_000_000_000_000_050,
         };
         let it = encode(ARN, 99, 7, &state);
         assert!(it.starts_with(ARN));

@@ -657,6 +657,7 @@ impl State {
             shard_id: shard_id.to_owned(),
             after,
             issued_at: now,
+            issued_seq: self.seq,
         };
         iterator::encode(&self.arn, self.secret, self.iterator_serial, &state)
     }
@@ -753,6 +754,7 @@ impl State {
             .filter(|_| !records.is_empty())
             .map_or(it.after, |r| r.seq);
         let closed = !shard.is_open();
+        let end_seq = shard.end_seq;
         let shard_id = shard.id.clone();
         // A closed shard ends on the page that delivers its last records, never one later.
         let next_shard_iterator = if closed && read_to_end {
@@ -760,6 +762,22 @@ impl State {
         } else {
             Some(self.issue_iterator(now, &shard_id, next_after))
         };
+        // DynamoDB Local's race (`end_race_probability`): records written, and the shard
+        // closed, after the iterator was issued can be missing from the page, which still says
+        // the shard ended. A fresh iterator issued after the close cannot race.
+        let p = self.cfg.end_race_probability;
+        let raced = records
+            .iter()
+            .position(|r| seq_value(r.sequence_number()).is_none_or(|v| v > it.issued_seq));
+        if let Some(first_raced) = raced
+            .filter(|_| next_shard_iterator.is_none() && end_seq.is_some_and(|e| e > it.issued_seq))
+        {
+            if p > 0.0 && self.rng.f64() < p {
+                let keep = self.rng.usize(first_raced..records.len());
+                records.truncate(keep);
+                self.stats.faults_injected += 1;
+            }
+        }
         Ok(RecordsPage {
             records,
             next_shard_iterator,

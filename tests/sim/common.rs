@@ -51,6 +51,8 @@ pub struct Delivery {
     pub removal: bool,
     /// Which handler instance saw it (a new one per shard start or restart).
     pub handler_instance: usize,
+    /// The tag of the [`Log`] handle whose handler saw it (e.g. which worker).
+    pub tag: String,
 }
 
 /// Shared log of everything handlers saw, plus failure injection.
@@ -86,6 +88,9 @@ pub struct Log {
     /// Sleep a random time in `0..=max` (sim/tokio time) per batch, drawn from this seeded
     /// generator, after `delay`.
     pub random_delay: Arc<Mutex<Option<(fastrand::Rng, Duration)>>>,
+    /// Written into every delivery and call of handlers made by this handle (see
+    /// [`Log::tagged`]).
+    pub tag: String,
 }
 
 /// One record of a [`Call`].
@@ -106,6 +111,8 @@ pub struct Call {
     pub ok: bool,
     /// The sequence number of a partial failure (`HandlerError::failed_at`).
     pub failed_at: Option<SequenceNumber>,
+    /// The tag of the [`Log`] handle whose handler made it.
+    pub tag: String,
     /// When the call started (tokio time).
     pub at: tokio::time::Instant,
     /// When it returned.
@@ -168,6 +175,15 @@ impl Log {
 
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// The same log (one record of everything, in order), for handlers that tag what they
+    /// see with `tag` — one handle per worker, say.
+    pub fn tagged(&self, tag: &str) -> Self {
+        Self {
+            tag: tag.to_owned(),
+            ..self.clone()
+        }
     }
 
     /// Make every batch holding a record of `key` (a plain `pk` value) fail.
@@ -310,6 +326,7 @@ impl Recorder {
             records,
             ok,
             failed_at,
+            tag: self.log.tag.clone(),
             at,
             ended: tokio::time::Instant::now(),
         });
@@ -331,6 +348,7 @@ impl Recorder {
                 version,
                 removal,
                 handler_instance: self.instance,
+                tag: self.log.tag.clone(),
             });
         }
     }
@@ -672,4 +690,216 @@ pub async fn start_err(
         events.push(e);
     }
     (err, events)
+}
+
+/// Every gap among `events`, in order.
+pub fn gaps(events: &[ConsumerEvent]) -> Vec<dynamodb_stream::events::Gap> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ConsumerEvent::Gap(g) => Some(g.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// No quiet loss (I5), exactly: every record written to `sim` was delivered, or lies in the lost
+/// range of a gap reported for its own shard; and a gap whose range has an upper bound claims no
+/// record the stream still holds (it lost exactly what it says: the bound was the oldest
+/// retained record when the gap was found, and trimming only moves forward).
+pub fn check_no_quiet_loss(
+    sim: &Simulator,
+    deliveries: &[Delivery],
+    gaps: &[dynamodb_stream::events::Gap],
+) {
+    let delivered: HashSet<(&str, &SequenceNumber)> = deliveries
+        .iter()
+        .map(|d| (d.shard_id.as_str(), &d.sequence_number))
+        .collect();
+    for w in sim.written_records() {
+        let seq = w.record.sequence_number();
+        if delivered.contains(&(w.shard_id.as_str(), seq)) {
+            continue;
+        }
+        assert!(
+            gaps.iter()
+                .any(|g| g.shard_id == w.shard_id && g.lost.contains(seq)),
+            "record {seq} of shard {} ({}) was neither delivered nor reported lost; gaps: {gaps:?}",
+            w.shard_id,
+            w.record.key_string()
+        );
+    }
+    check_bounded_gaps(sim, gaps);
+}
+
+/// A gap whose range has an upper bound claims no record the stream still holds.
+pub fn check_bounded_gaps(sim: &Simulator, gaps: &[dynamodb_stream::events::Gap]) {
+    for g in gaps.iter().filter(|g| g.lost.before.is_some()) {
+        let retained = sim.retained_records(&g.shard_id).unwrap_or_default();
+        if let Some(r) = retained
+            .iter()
+            .find(|r| g.lost.contains(r.sequence_number()))
+        {
+            panic!(
+                "gap {g} claims record {} that the stream still holds",
+                r.sequence_number()
+            );
+        }
+    }
+}
+
+use dynamodb_stream::checkpoint::{ShardCheckpoint, StreamKey};
+use dynamodb_stream::error::SourceError;
+use dynamodb_stream::lease::{Lease, LeaseError, LeaseStore, MemoryLeaseStore};
+
+/// Hangs every call while `paused` is set.
+#[derive(Clone)]
+pub struct Pausable<T> {
+    pub inner: T,
+    pub paused: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<T> Pausable<T> {
+    async fn wait(&self) {
+        while self.paused.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl StreamsApi for Pausable<Simulator> {
+    fn describe_stream(
+        &self,
+        request: DescribeStreamRequest,
+    ) -> BoxFuture<'_, Result<StreamDescription, SourceError>> {
+        Box::pin(async move {
+            self.wait().await;
+            self.inner.describe_stream(request).await
+        })
+    }
+    fn get_shard_iterator(
+        &self,
+        arn: String,
+        shard: String,
+        position: IteratorPosition,
+    ) -> BoxFuture<'_, Result<String, SourceError>> {
+        Box::pin(async move {
+            self.wait().await;
+            self.inner.get_shard_iterator(arn, shard, position).await
+        })
+    }
+    fn get_records(
+        &self,
+        iterator: String,
+        limit: Option<u32>,
+    ) -> BoxFuture<'_, Result<RecordsPage, SourceError>> {
+        Box::pin(async move {
+            self.wait().await;
+            self.inner.get_records(iterator, limit).await
+        })
+    }
+    fn wall_clock(&self) -> std::time::SystemTime {
+        self.inner.wall_clock()
+    }
+}
+
+impl LeaseStore for Pausable<MemoryLeaseStore> {
+    fn ensure_table(&self) -> BoxFuture<'_, Result<(), LeaseError>> {
+        Box::pin(async move {
+            self.wait().await;
+            self.inner.ensure_table().await
+        })
+    }
+    fn list(&self, key: &StreamKey) -> BoxFuture<'_, Result<Vec<Lease>, LeaseError>> {
+        let key = key.clone();
+        Box::pin(async move {
+            self.wait().await;
+            self.inner.list(&key).await
+        })
+    }
+    fn create(
+        &self,
+        key: &StreamKey,
+        shard_id: &str,
+        parents: &[String],
+    ) -> BoxFuture<'_, Result<bool, LeaseError>> {
+        let (key, shard_id, parents) = (key.clone(), shard_id.to_owned(), parents.to_vec());
+        Box::pin(async move {
+            self.wait().await;
+            self.inner.create(&key, &shard_id, &parents).await
+        })
+    }
+    fn take(
+        &self,
+        key: &StreamKey,
+        shard_id: &str,
+        expected: u64,
+        owner: &str,
+        expires_at_ms: u64,
+    ) -> BoxFuture<'_, Result<Lease, LeaseError>> {
+        let (key, shard_id, owner) = (key.clone(), shard_id.to_owned(), owner.to_owned());
+        Box::pin(async move {
+            self.wait().await;
+            self.inner
+                .take(&key, &shard_id, expected, &owner, expires_at_ms)
+                .await
+        })
+    }
+    fn renew(
+        &self,
+        key: &StreamKey,
+        shard_id: &str,
+        owner: &str,
+        counter: u64,
+        expires_at_ms: u64,
+    ) -> BoxFuture<'_, Result<u64, LeaseError>> {
+        let (key, shard_id, owner) = (key.clone(), shard_id.to_owned(), owner.to_owned());
+        Box::pin(async move {
+            self.wait().await;
+            self.inner
+                .renew(&key, &shard_id, &owner, counter, expires_at_ms)
+                .await
+        })
+    }
+    fn checkpoint(
+        &self,
+        key: &StreamKey,
+        shard_id: &str,
+        owner: &str,
+        counter: u64,
+        checkpoint: &ShardCheckpoint,
+    ) -> BoxFuture<'_, Result<u64, LeaseError>> {
+        let (key, shard_id, owner, cp) = (
+            key.clone(),
+            shard_id.to_owned(),
+            owner.to_owned(),
+            checkpoint.clone(),
+        );
+        Box::pin(async move {
+            self.wait().await;
+            self.inner
+                .checkpoint(&key, &shard_id, &owner, counter, &cp)
+                .await
+        })
+    }
+    fn release(
+        &self,
+        key: &StreamKey,
+        shard_id: &str,
+        owner: &str,
+        counter: u64,
+    ) -> BoxFuture<'_, Result<u64, LeaseError>> {
+        let (key, shard_id, owner) = (key.clone(), shard_id.to_owned(), owner.to_owned());
+        Box::pin(async move {
+            self.wait().await;
+            self.inner.release(&key, &shard_id, &owner, counter).await
+        })
+    }
+    fn delete(&self, key: &StreamKey, shard_id: &str) -> BoxFuture<'_, Result<(), LeaseError>> {
+        let (key, shard_id) = (key.clone(), shard_id.to_owned());
+        Box::pin(async move {
+            self.wait().await;
+            self.inner.delete(&key, &shard_id).await
+        })
+    }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use dynamodb_stream::checkpoint::MemoryCheckpointStore;
-use dynamodb_stream::events::{GapAction, GapKind};
+use dynamodb_stream::events::{GapAction, GapKind, LostRange};
 use dynamodb_stream::sim::Simulator;
 use dynamodb_stream::{ConsumerEvent, Error, GapPolicy};
 
@@ -51,7 +51,15 @@ async fn trimmed_data_stops_by_default() {
         .collect();
     assert_eq!(gaps.len(), 1, "{gaps:?}");
     let last = log.snapshot().last().map(|d| d.sequence_number.clone());
-    assert_eq!(gaps[0].kind, GapKind::TrimmedData { after: last });
+    assert_eq!(gaps[0].kind, GapKind::TrimmedData);
+    // Exactly what was lost: everything after the last record handled (all of it trimmed).
+    assert_eq!(
+        gaps[0].lost,
+        LostRange {
+            after: last,
+            before: None
+        }
+    );
     assert_eq!(gaps[0].action, GapAction::Stopped);
     assert_eq!(log.len(), 20, "nothing delivered past the gap");
 }
@@ -107,7 +115,7 @@ async fn a_checkpointed_shard_that_vanished_is_a_gap() {
     assert!(matches!(err, Error::Gap { .. }), "{err}");
     let vanished = events
         .iter()
-        .filter(|e| matches!(e, ConsumerEvent::Gap(g) if matches!(g.kind, GapKind::VanishedShard { .. })))
+        .filter(|e| matches!(e, ConsumerEvent::Gap(g) if g.kind == GapKind::VanishedShard))
         .count();
     assert_eq!(vanished, 1);
 
@@ -119,5 +127,29 @@ async fn a_checkpointed_shard_that_vanished_is_a_gap() {
     }
     periodic_check(|| log.len() == 15, Duration::from_secs(60), "child records").await;
     consumer.shutdown().await.expect("shutdown");
-    assert_eq!(events.count(|e| matches!(e, ConsumerEvent::Gap(_))), 1);
+    // The parent's unread records are gone; the child, older than the retention now that its
+    // parent is gone, may have lost its first records: each gets its own gap, with its range.
+    let gaps: Vec<_> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            ConsumerEvent::Gap(g) => Some(g),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gaps.len(), 2, "{gaps:?}");
+    assert_eq!(gaps[0].kind, GapKind::VanishedShard);
+    assert_eq!(
+        gaps[0].lost,
+        LostRange {
+            after: log.snapshot()[9].sequence_number.clone().into(),
+            before: None
+        }
+    );
+    assert_eq!(
+        (gaps[1].shard_id.as_str(), gaps[1].kind),
+        (child.as_str(), GapKind::TrimmedStart)
+    );
+    // The child held nothing when it was opened (its records came later): nothing retained.
+    assert_eq!(gaps[1].lost, LostRange::default());
 }

@@ -112,7 +112,11 @@ async fn a_poisoned_shard_is_quarantined_while_others_go_on() {
         stream_arn: sim.stream_arn(),
     };
     let stored = store.snapshot(&key).expect("stored");
-    assert!(!stored.shards.contains_key(&poisoned));
+    // Known (listed), nothing processed.
+    assert_eq!(
+        stored.shards.get(&poisoned),
+        Some(&dynamodb_stream::checkpoint::ShardCheckpoint::Discovered)
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -359,6 +359,7 @@ fn load_replica(
                 since.and_then(|s| u64::try_from(s).ok()),
             ) {
                 ("ended", _, _) => ShardCheckpoint::Ended,
+                ("discovered", _, _) => ShardCheckpoint::Discovered,
                 ("latest", _, Some(since_ms)) => ShardCheckpoint::Latest { since_ms },
                 ("processed", Some(seq), _) => ShardCheckpoint::Processed {
                     sequence_number: seq
@@ -540,7 +541,7 @@ async fn probe(
             unread_from = Some(since.checked_sub(margin).unwrap_or(since));
             IteratorPosition::TrimHorizon
         }
-        None => IteratorPosition::TrimHorizon,
+        None | Some(ShardCheckpoint::Discovered) => IteratorPosition::TrimHorizon,
     };
     let iterator = match api
         .get_shard_iterator(stream_arn.to_owned(), shard.shard_id.clone(), position)
@@ -914,6 +915,7 @@ fn status_name(status: &StreamStatus) -> String {
 fn checkpoint_json(cp: Option<&ShardCheckpoint>) -> Value {
     match cp {
         None => json!({ "state": "none" }),
+        Some(ShardCheckpoint::Discovered) => json!({ "state": "discovered" }),
         Some(ShardCheckpoint::Ended) => json!({ "state": "ended" }),
         Some(ShardCheckpoint::Processed { sequence_number }) => {
             json!({ "state": "processed", "sequenceNumber": sequence_number.as_str() })
@@ -927,6 +929,7 @@ fn checkpoint_json(cp: Option<&ShardCheckpoint>) -> Value {
 fn checkpoint_text(cp: Option<&ShardCheckpoint>) -> String {
     match cp {
         None => "none".to_owned(),
+        Some(ShardCheckpoint::Discovered) => "none (discovered)".to_owned(),
         Some(ShardCheckpoint::Ended) => "ended".to_owned(),
         Some(ShardCheckpoint::Processed { sequence_number }) => {
             format!("processed {sequence_number}")
