@@ -93,7 +93,14 @@ pub(crate) fn plan_shard(
                 start_may_be_trimmed: false,
             })
         }
-        None | Some(ShardCheckpoint::Discovered) => ShardStart::Read(ShardPlan {
+        Some(ShardCheckpoint::Discovered {
+            from: Some(sequence_number),
+        }) => ShardStart::Read(ShardPlan {
+            position: IteratorPosition::AtSequenceNumber(sequence_number.clone()),
+            skip_before: None,
+            start_may_be_trimmed: false,
+        }),
+        None | Some(ShardCheckpoint::Discovered { from: None }) => ShardStart::Read(ShardPlan {
             position: IteratorPosition::TrimHorizon,
             skip_before: None,
             start_may_be_trimmed: false,

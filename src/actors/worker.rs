@@ -435,6 +435,20 @@ impl WorkerState {
                 kept.push(r);
             }
         }
+        if self.last_read.is_none() && self.fresh_at_trim_horizon {
+            // The first record read from the shard's horizon: reading began here. A re-open
+            // (an expired iterator, a restart) reads from it, so whatever the horizon trims
+            // meanwhile is reported instead of skipped.
+            let first = kept
+                .first()
+                .map(|r| r.sequence_number().clone())
+                .unwrap_or_else(|| through.clone());
+            self.plan.position = IteratorPosition::AtSequenceNumber(first.clone());
+            let _ = self.checkpointer.cast(CheckpointerMsg::Anchor {
+                shard_id: self.shard.shard_id.clone(),
+                from: first,
+            });
+        }
         self.last_read = Some(through.clone());
         self.fresh_at_trim_horizon = false;
         self.in_flight.push_back(kept.len());

@@ -54,22 +54,30 @@ pub enum ShardCheckpoint {
         since_ms: u64,
     },
     /// The shard was listed while the consumer read the stream, and nothing of it is processed
-    /// yet (it waits for its parent, say). Read like a shard without a checkpoint; kept so that a
-    /// shard which vanishes unread during an outage is reported as a gap by name.
-    Discovered,
+    /// yet (it waits for its parent, say): kept so that a shard which vanishes unread during an
+    /// outage is reported as a gap by name.
+    Discovered {
+        /// Where reading began: the oldest record retained when the shard was first read from
+        /// its start. Nothing before it was the consumer's to read (a first start at
+        /// `TRIM_HORIZON`); from it on every record is delivered or reported lost. `None` until
+        /// the first record was read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<SequenceNumber>,
+    },
 }
 
 impl ShardCheckpoint {
     /// Whether `new` is further along than `old` (`None`: nothing stored): the one order of
     /// positions every store and the consumer obey, so a checkpoint never moves backwards.
     ///
-    /// `Discovered` < `Latest` < `Processed` (by sequence number, numerically) < `Ended`; of two
-    /// `Latest` bookmarks the earlier one is further along (it skips less).
+    /// `Discovered` (without, then with, where reading began) < `Latest` < `Processed` (by
+    /// sequence number, numerically) < `Ended`; of two `Latest` bookmarks the earlier one is
+    /// further along (it skips less).
     ///
     /// ```
     /// use dynamodb_stream::checkpoint::ShardCheckpoint;
     /// let at = |n: &str| ShardCheckpoint::Processed { sequence_number: n.parse().unwrap() };
-    /// assert!(ShardCheckpoint::advances(None, &ShardCheckpoint::Discovered));
+    /// assert!(ShardCheckpoint::advances(None, &ShardCheckpoint::Discovered { from: None }));
     /// assert!(ShardCheckpoint::advances(Some(&at("100000000000000000009")), &at("100000000000000000010")));
     /// assert!(!ShardCheckpoint::advances(Some(&at("100000000000000000010")), &at("100000000000000000009")));
     /// assert!(!ShardCheckpoint::advances(Some(&ShardCheckpoint::Ended), &at("100000000000000000010")));
@@ -80,9 +88,10 @@ impl ShardCheckpoint {
             (None, _) => true,
             (Some(Ended), _) => false,
             (Some(_), Ended) => true,
-            (Some(Discovered), Discovered) => false,
-            (Some(Discovered), _) => true,
-            (Some(Latest { .. } | Processed { .. }), Discovered) => false,
+            (Some(Discovered { from: None }), Discovered { from }) => from.is_some(),
+            (Some(Discovered { .. }), Discovered { .. }) => false,
+            (Some(Discovered { .. }), _) => true,
+            (Some(Latest { .. } | Processed { .. }), Discovered { .. }) => false,
             (Some(Latest { .. }), Processed { .. }) => true,
             (Some(Processed { sequence_number: a }), Processed { sequence_number: b }) => b > a,
             (Some(Latest { since_ms: a }), Latest { since_ms: b }) => b < a,

@@ -460,7 +460,17 @@ impl DynamoDbLeaseStore {
                 Some(ShardCheckpoint::Processed { sequence_number })
             }
             Some(STATE_ENDED) => Some(ShardCheckpoint::Ended),
-            Some(STATE_DISCOVERED) => Some(ShardCheckpoint::Discovered),
+            Some(STATE_DISCOVERED) => Some(ShardCheckpoint::Discovered {
+                from: optional_s(item, SEQUENCE)
+                    .map_err(&corrupt)?
+                    .map(|digits| {
+                        digits.parse().map_err(|e| {
+                            corrupt(format!("{SEQUENCE} {digits:?} is not a sequence number"))
+                                .with_source(e)
+                        })
+                    })
+                    .transpose()?,
+            }),
             Some(STATE_LATEST) => Some(ShardCheckpoint::Latest {
                 since_ms: required_n(item, SINCE).map_err(&corrupt)?,
             }),
@@ -917,17 +927,32 @@ impl LeaseStore for DynamoDbLeaseStore {
                     .expression_attribute_values(":discovered", s(STATE_DISCOVERED))
                     .expression_attribute_values(":latest", s(STATE_LATEST))
                     .expression_attribute_values(":since", n(*since_ms)),
-                ShardCheckpoint::Discovered => call
+                ShardCheckpoint::Discovered { from: None } => call
                     .update_expression(
                         "SET #counter = :next, #state = :discovered REMOVE #seq, #seqkey, #since",
                     )
                     .condition_expression(format!(
-                        "{FENCE} AND (attribute_not_exists(#state) OR #state = :discovered)"
+                        "{FENCE} AND (attribute_not_exists(#state) OR \
+                         (#state = :discovered AND attribute_not_exists(#seq)))"
                     ))
                     .expression_attribute_names("#seq", SEQUENCE)
                     .expression_attribute_names("#seqkey", SEQUENCE_KEY)
                     .expression_attribute_names("#since", SINCE)
                     .expression_attribute_values(":discovered", s(STATE_DISCOVERED)),
+                ShardCheckpoint::Discovered { from: Some(from) } => call
+                    .update_expression(
+                        "SET #counter = :next, #state = :discovered, #seq = :seq \
+                         REMOVE #seqkey, #since",
+                    )
+                    .condition_expression(format!(
+                        "{FENCE} AND (attribute_not_exists(#state) OR \
+                         (#state = :discovered AND (attribute_not_exists(#seq) OR #seq = :seq)))"
+                    ))
+                    .expression_attribute_names("#seq", SEQUENCE)
+                    .expression_attribute_names("#seqkey", SEQUENCE_KEY)
+                    .expression_attribute_names("#since", SINCE)
+                    .expression_attribute_values(":discovered", s(STATE_DISCOVERED))
+                    .expression_attribute_values(":seq", s(from.as_str())),
                 ShardCheckpoint::Ended => call
                     .update_expression(
                         "SET #counter = :next, #state = :ended REMOVE #seq, #seqkey, #since",

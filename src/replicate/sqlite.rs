@@ -533,7 +533,15 @@ fn to_checkpoint(
 ) -> std::result::Result<ShardCheckpoint, CheckpointError> {
     match state {
         "ended" => Ok(ShardCheckpoint::Ended),
-        "discovered" => Ok(ShardCheckpoint::Discovered),
+        "discovered" => Ok(ShardCheckpoint::Discovered {
+            from: seq
+                .map(|raw| {
+                    raw.parse().map_err(|e| {
+                        corrupt(format!("shard {shard_id}: bad sequence number {raw:?}: {e}"))
+                    })
+                })
+                .transpose()?,
+        }),
         "latest" => Ok(ShardCheckpoint::Latest {
             since_ms: since.and_then(|s| u64::try_from(s).ok()).ok_or_else(|| {
                 corrupt(format!("shard {shard_id}: LATEST bookmark without a time"))
@@ -567,7 +575,12 @@ fn write_checkpoint(
     }
     let (state, seq, seq_key, since) = match cp {
         ShardCheckpoint::Ended => ("ended", None, None, None),
-        ShardCheckpoint::Discovered => ("discovered", None, None, None),
+        ShardCheckpoint::Discovered { from } => (
+            "discovered",
+            from.as_ref().map(|s| s.as_str().to_owned()),
+            None,
+            None,
+        ),
         ShardCheckpoint::Latest { since_ms } => (
             "latest",
             None,

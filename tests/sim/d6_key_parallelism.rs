@@ -47,7 +47,7 @@ impl AckCheckingStore {
             let through = match checkpoint {
                 ShardCheckpoint::Processed { sequence_number } => Some(sequence_number),
                 ShardCheckpoint::Ended => None,
-                ShardCheckpoint::Latest { .. } | ShardCheckpoint::Discovered => continue,
+                ShardCheckpoint::Latest { .. } | ShardCheckpoint::Discovered { .. } => continue,
             };
             for w in written.iter().filter(|w| &w.shard_id == shard) {
                 let seq = w.record.sequence_number();
