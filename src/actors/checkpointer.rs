@@ -39,13 +39,6 @@ pub(crate) enum CheckpointerMsg {
         shard_id: String,
         sequence_number: SequenceNumber,
     },
-    /// Nothing of the shard is processed yet, and reading it began at this record (the oldest
-    /// one retained when it was first read from its start): remembered, so a restart reads from
-    /// it and any record trimmed in between is reported.
-    Anchor {
-        shard_id: String,
-        from: SequenceNumber,
-    },
     /// Record these at once; answer when durable.
     Save {
         updates: Vec<(String, ShardCheckpoint)>,
@@ -421,15 +414,6 @@ impl Actor for Checkpointer {
                             CheckpointerMsg::Flush(None)
                         });
                     }
-                }
-            }
-            CheckpointerMsg::Anchor { shard_id, from } => {
-                let cp = ShardCheckpoint::Discovered { from: Some(from) };
-                if state.record(shard_id, cp) && !state.flush_scheduled {
-                    state.flush_scheduled = true;
-                    myself.send_after(state.shared.config.checkpoint_interval, || {
-                        CheckpointerMsg::Flush(None)
-                    });
                 }
             }
             CheckpointerMsg::Save { updates, reply } => {

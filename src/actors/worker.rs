@@ -305,7 +305,7 @@ impl WorkerState {
         }
     }
 
-    fn on_fetched(&mut self, fetched: Fetched) -> Result<Step, WorkerFailure> {
+    async fn on_fetched(&mut self, fetched: Fetched) -> Result<Step, WorkerFailure> {
         if let Some(position) = &fetched.opened {
             self.opened = true;
             self.fresh_at_trim_horizon = *position == IteratorPosition::TrimHorizon;
@@ -314,9 +314,44 @@ impl WorkerState {
             }
         }
         match fetched.result {
-            Ok(page) => self.on_page(page),
+            Ok(page) => {
+                if let Some(first) = page.records.first() {
+                    self.anchor(first.sequence_number()).await?;
+                }
+                self.on_page(page)
+            }
             Err((op, e)) => self.on_source_error(op, e, fetched.iterator),
         }
+    }
+
+    /// The first record read from the shard's horizon, nothing read before: reading begins
+    /// here. It is made durable before anything is delivered, and every re-open (an expired
+    /// iterator, a restart, another worker taking the lease) reads from it, so whatever the
+    /// horizon trims meanwhile is reported instead of skipped.
+    async fn anchor(&mut self, first: &SequenceNumber) -> Result<(), WorkerFailure> {
+        let unanchored = self.last_read.is_none()
+            && self.fresh_at_trim_horizon
+            && self.plan.position == IteratorPosition::TrimHorizon
+            && self.plan.skip_before.is_none();
+        if !unanchored {
+            return Ok(());
+        }
+        let updates = vec![(
+            self.shard.shard_id.clone(),
+            ShardCheckpoint::Discovered {
+                from: Some(first.clone()),
+            },
+        )];
+        let timeout = self.shared.config.handler_timeout + Duration::from_secs(5);
+        call(
+            &self.checkpointer,
+            |reply| CheckpointerMsg::Save { updates, reply },
+            timeout,
+        )
+        .await?
+        .map_err(WorkerFailure::Checkpoint)?;
+        self.plan.position = IteratorPosition::AtSequenceNumber(first.clone());
+        Ok(())
     }
 
     fn on_page(&mut self, page: RecordsPage) -> Result<Step, WorkerFailure> {
@@ -434,20 +469,6 @@ impl WorkerState {
             if !predates(r.approximate_creation_time(), skip_before) {
                 kept.push(r);
             }
-        }
-        if self.last_read.is_none() && self.fresh_at_trim_horizon {
-            // The first record read from the shard's horizon: reading began here. A re-open
-            // (an expired iterator, a restart) reads from it, so whatever the horizon trims
-            // meanwhile is reported instead of skipped.
-            let first = kept
-                .first()
-                .map(|r| r.sequence_number().clone())
-                .unwrap_or_else(|| through.clone());
-            self.plan.position = IteratorPosition::AtSequenceNumber(first.clone());
-            let _ = self.checkpointer.cast(CheckpointerMsg::Anchor {
-                shard_id: self.shard.shard_id.clone(),
-                from: first,
-            });
         }
         self.last_read = Some(through.clone());
         self.fresh_at_trim_horizon = false;
@@ -766,8 +787,13 @@ impl Actor for ShardWorker {
                     // Draining or ending: what was read is not handed over.
                     return Ok(());
                 }
-                match state.on_fetched(fetched) {
+                match state.on_fetched(fetched).await {
                     Ok(step) => state.after_step(&myself, step).await,
+                    Err(WorkerFailure::Checkpoint(e))
+                        if e.kind() == CheckpointErrorKind::LeaseLost =>
+                    {
+                        state.exit(&myself, WorkerExit::LeaseLost)
+                    }
                     Err(f) => state.exit(&myself, WorkerExit::Failed(f)),
                 }
             }

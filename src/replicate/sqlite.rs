@@ -537,7 +537,9 @@ fn to_checkpoint(
             from: seq
                 .map(|raw| {
                     raw.parse().map_err(|e| {
-                        corrupt(format!("shard {shard_id}: bad sequence number {raw:?}: {e}"))
+                        corrupt(format!(
+                            "shard {shard_id}: bad sequence number {raw:?}: {e}"
+                        ))
                     })
                 })
                 .transpose()?,
