@@ -1,5 +1,7 @@
 //! `checkpoint` writes a position only for the owner at the current counter, and never moves
-//! it backwards: `Latest` < `Processed` (by sequence number, numerically) < `Ended`.
+//! it backwards (`ShardCheckpoint::advances`, the one rule every store obeys): `Discovered` <
+//! `Latest` < `Processed` (by sequence number, numerically) < `Ended`; an earlier `Latest`
+//! bookmark replaces a later one (it skips less), never the other way.
 
 use dynamodb_stream::checkpoint::ShardCheckpoint;
 use dynamodb_stream::lease::{LeaseErrorKind, LeaseStore};
@@ -18,11 +20,15 @@ both_stores!(
 async fn owner_checkpoints_every_kind_of_position(store: impl LeaseStore) {
     let held = held_by(&store, "w1", 50_000).await;
     let positions = [
-        ShardCheckpoint::Latest {
-            since_ms: 1_700_000_000_000,
+        ShardCheckpoint::Discovered { from: None },
+        ShardCheckpoint::Discovered {
+            from: Some("100000000000000000050".parse().expect("seq")),
         },
         ShardCheckpoint::Latest {
             since_ms: 1_700_000_000_001,
+        },
+        ShardCheckpoint::Latest {
+            since_ms: 1_700_000_000_000,
         },
         processed(100),
         processed(250),

@@ -202,6 +202,16 @@ impl Handler for Recorder {
     async fn handle(&mut self, batch: Batch) -> Result<(), HandlerError> {
         let n = self.log.batches.fetch_add(1, Ordering::SeqCst) + 1;
         let at = tokio::time::Instant::now();
+        if std::env::var("DDBSTREAM_DEBUG").is_ok() {
+            eprintln!(
+                "CALL {} {} inst {} at {:?} first {:?}",
+                self.log.tag,
+                batch.shard().shard_id,
+                self.instance,
+                at,
+                batch.records().first().map(|r| r.sequence_number().clone())
+            );
+        }
         let hang = {
             let mut h = self.log.hang_batches.lock().unwrap();
             let hit = h.contains(&n);
