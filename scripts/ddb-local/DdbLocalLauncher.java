@@ -16,6 +16,17 @@
 //                                            event and shard is made N ms older (iterators older
 //                                            than 15 min expire, data older than 24 h is trimmed,
 //                                            shards older than the rollover age roll over)
+//   POST /end-race?accessKey=K&ms=N[&region=R]
+//                                         -> widen a race inside GetRecords on K's database:
+//                                            DynamoDB Local reads a page's records, then asks
+//                                            separately whether the shard is closed; a write and
+//                                            a rollover in between give a page without its last
+//                                            records and without a NextShardIterator. This
+//                                            sleeps N ms between the two (0 turns it off), so a
+//                                            test meets the race on every rollover, not once in
+//                                            many. Done by wrapping the streams client's
+//                                            LocalDBAccess in a proxy that pauses after
+//                                            getStreamRecords.
 //
 // Namespaces: DynamoDB Local 3.x (LocalDynamoDBRequestHandler.getCredentialsString) keys its
 // per-client databases, held in the private map `dbRequestHandlers`, by
@@ -36,6 +47,7 @@ import java.io.OutputStream;
 import java.lang.reflect.Field;
 import java.lang.reflect.InvocationTargetException;
 import java.lang.reflect.Method;
+import java.lang.reflect.Proxy;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.URLDecoder;
@@ -43,7 +55,9 @@ import java.nio.charset.StandardCharsets;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.TreeSet;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.Executors;
+import java.util.concurrent.atomic.AtomicLong;
 
 import software.amazon.dynamodb.services.local.main.ServerRunner;
 import software.amazon.dynamodb.services.local.server.DynamoDBProxyServer;
@@ -55,6 +69,8 @@ public final class DdbLocalLauncher {
     // of the map lock the same monitor.
     private static Object requestHandler;
     private static Map<String, Object> handlers;
+    // The end-race delay of each namespace whose streams client was wrapped.
+    private static final Map<String, AtomicLong> endRaceDelays = new ConcurrentHashMap<>();
 
     public static void main(String[] args) throws Exception {
         if (args.length != 2) {
@@ -111,6 +127,7 @@ public final class DdbLocalLauncher {
             }
             hook(ex, "dilateEventTimes", ms);
         });
+        control.createContext("/end-race", DdbLocalLauncher::endRace);
         control.start();
 
         System.out.println("READY " + port + " " + controlPort);
@@ -172,6 +189,80 @@ public final class DdbLocalLauncher {
         } catch (Exception e) {
             reply(ex, 500, method + " failed: " + e + "\n");
         }
+    }
+
+    private static void endRace(HttpExchange ex) throws IOException {
+        if (!"POST".equals(ex.getRequestMethod())) {
+            reply(ex, 405, "use POST\n");
+            return;
+        }
+        Map<String, String> q = query(ex);
+        String key = q.get("accessKey");
+        if (key == null || !key.matches("[A-Za-z0-9]+")) {
+            reply(ex, 400, "accessKey=[A-Za-z0-9]+ is required\n");
+            return;
+        }
+        long ms;
+        try {
+            ms = Long.parseLong(q.getOrDefault("ms", ""));
+        } catch (NumberFormatException e) {
+            reply(ex, 400, "ms must be a number of milliseconds\n");
+            return;
+        }
+        String namespace = key + "_" + q.getOrDefault("region", DEFAULT_REGION);
+        Object db;
+        synchronized (requestHandler) {
+            db = handlers.get(namespace);
+        }
+        if (db == null) {
+            reply(ex, 404, "no database for namespace " + namespace
+                    + " (it exists after the client's first request)\n");
+            return;
+        }
+        try {
+            AtomicLong delay = endRaceDelays.computeIfAbsent(namespace, n -> new AtomicLong());
+            Object streams = field(db, "dynamoDbStreamsClient");
+            Object access = field(streams, "dbAccess");
+            if (!Proxy.isProxyClass(access.getClass())) {
+                Class<?> accessType = Class.forName(
+                        "software.amazon.dynamodb.services.local.shared.access.LocalDBAccess");
+                Object target = access;
+                Object wrapped = Proxy.newProxyInstance(
+                        accessType.getClassLoader(), new Class<?>[] {accessType},
+                        (proxy, method, args) -> {
+                            Object result;
+                            try {
+                                result = method.invoke(target, args);
+                            } catch (InvocationTargetException e) {
+                                throw e.getCause() != null ? e.getCause() : e;
+                            }
+                            long pause = delay.get();
+                            if (pause > 0 && "getStreamRecords".equals(method.getName())) {
+                                Thread.sleep(pause);
+                            }
+                            return result;
+                        });
+                setField(streams, "dbAccess", wrapped);
+            }
+            delay.set(ms);
+            reply(ex, 200, "ok\n");
+        } catch (Exception e) {
+            reply(ex, 500, "end-race failed: " + e + "\n");
+        }
+    }
+
+    private static void setField(Object target, String name, Object value) throws Exception {
+        for (Class<?> c = target.getClass(); c != null; c = c.getSuperclass()) {
+            try {
+                Field f = c.getDeclaredField(name);
+                f.setAccessible(true);
+                f.set(target, value);
+                return;
+            } catch (NoSuchFieldException e) {
+                // look in the superclass
+            }
+        }
+        throw new NoSuchFieldException(target.getClass().getName() + "." + name);
     }
 
     private static Map<String, String> query(HttpExchange ex) {

@@ -12,6 +12,7 @@ mod common;
 
 mod aging;
 mod attribute_types;
+mod end_race;
 mod resume;
 mod rollovers;
 mod start_positions;

@@ -496,6 +496,19 @@ pub async fn dilate(c: &TestClients, by: Duration) {
     .await;
 }
 
+/// Widen DynamoDB Local's end-of-shard race in `c`'s namespace: every GetRecords pauses `by`
+/// between reading its records and asking whether the shard is closed, so a write and a
+/// rollover in that window give a page that lacks its last records and has no next iterator.
+/// `Duration::ZERO` turns it off.
+pub async fn end_race(c: &TestClients, by: Duration) {
+    control_post(&format!(
+        "/end-race?accessKey={}&region={REGION}&ms={}",
+        c.access_key,
+        by.as_millis()
+    ))
+    .await;
+}
+
 /// One HTTP/1.0 POST to the control port; panics unless it answers 200.
 async fn control_post(path: &str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
