@@ -29,7 +29,7 @@ use crate::handler::ShardInfo;
 use crate::lease::guard::LeaseGuard;
 use crate::position::{initial_checkpoints, plan_shard, ShardStart};
 use crate::record::system_time_to_millis;
-use crate::source::{describe_all, DescribeStreamRequest, IteratorPosition, Shard, StreamStatus};
+use crate::source::{describe_all, DescribeStreamRequest, Shard, StreamStatus};
 use crate::status::{HealthProblem, ShardState};
 
 pub(crate) struct Coordinator;
@@ -389,33 +389,6 @@ impl CoordinatorState {
         }
     }
 
-    /// Where a shard read from its start begins when the stream can say whether any of it was
-    /// trimmed: `AT_SEQUENCE_NUMBER` of its starting sequence number answers "trimmed" if its
-    /// first records are gone, so the loss is reported exactly instead of skipped by
-    /// `TRIM_HORIZON` (I5). `None` for shards read from the horizon on purpose: those listed at
-    /// the very first start (the start position covers them), and, with leases, shards whose
-    /// parent is not known to be ended (the lease table does not record the first start).
-    fn exact_start(&self, shard: &Shard) -> Option<crate::record::SequenceNumber> {
-        if self
-            .initial_shards
-            .as_ref()
-            .is_some_and(|initial| initial.contains(&shard.shard_id))
-        {
-            return None;
-        }
-        if self.shared.leases.is_some() {
-            let parent_ended = shard
-                .parent_shard_id
-                .as_ref()
-                .and_then(|p| self.shards.get(p))
-                .is_some_and(|e| e.run == Run::Ended);
-            if !parent_ended {
-                return None;
-            }
-        }
-        shard.starting_sequence_number.clone()
-    }
-
     /// Whether a shard read from its start without a checkpoint of its own may have lost its
     /// first records before this consumer got to it (I5): its parent ended with a gap here, or
     /// its parent is gone from the listing — closed more than the retention ago, so the shard
@@ -530,10 +503,10 @@ impl CoordinatorState {
                 self.fail(myself, Error::Gap(Box::new(gap)));
                 return Ok(false);
             }
-            match self.exact_start(&shard) {
-                Some(start) => plan.position = IteratorPosition::AtSequenceNumber(start),
-                None => plan.start_may_be_trimmed = self.start_may_be_trimmed(&shard),
-            }
+            // TRIM_HORIZON cannot tell whether anything was trimmed (and AT_SEQUENCE_NUMBER of
+            // the starting sequence number answers "trimmed" on DynamoDB Local even when nothing
+            // was): a shard that may be older than the retention is reported as a possible loss.
+            plan.start_may_be_trimmed = self.start_may_be_trimmed(&shard);
         }
         let Some(entry) = self.shards.get_mut(id) else {
             return Ok(false);

@@ -80,9 +80,7 @@ async fn latest_applies_only_to_shards_open_at_first_start() {
         } = e
         {
             if shard_id == a || shard_id == b {
-                // From their beginning: AT_SEQUENCE_NUMBER of the starting sequence number reads
-                // what TRIM_HORIZON reads, and says so if any of it was trimmed.
-                assert_eq!(position, "AT_SEQUENCE_NUMBER", "child {shard_id}");
+                assert_eq!(position, "TRIM_HORIZON", "child {shard_id}");
             }
         }
     }
