@@ -135,6 +135,11 @@ pub struct ConsumerConfig {
     /// before the bookmark are delivered too (creation times are approximate: DynamoDB Local
     /// truncates them to the minute). Default 2 min.
     pub latest_bookmark_margin: Duration,
+    /// How long the stream keeps records: 24 hours for DynamoDB Streams (a simulator may be
+    /// built with another). A shard that was listed longer ago than this, and never read, may
+    /// have lost its first records while the consumer was away: it is reported as a possible
+    /// gap ([`GapKind::TrimmedStart`](crate::events::GapKind::TrimmedStart)). Default 24 h.
+    pub retention: Duration,
     /// Restart and quarantine rules.
     pub restart: RestartPolicy,
     /// What to do about gaps. Default [`GapPolicy::Fail`].
@@ -184,6 +189,7 @@ impl Default for ConsumerConfig {
             retry_backoff: Duration::from_millis(200),
             max_retry_backoff: Duration::from_secs(10),
             latest_bookmark_margin: Duration::from_secs(120),
+            retention: Duration::from_secs(24 * 60 * 60),
             restart: RestartPolicy::default(),
             gap_policy: GapPolicy::Fail,
             batch_size: 1000,

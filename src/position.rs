@@ -95,16 +95,19 @@ pub(crate) fn plan_shard(
         }
         Some(ShardCheckpoint::Discovered {
             from: Some(sequence_number),
+            ..
         }) => ShardStart::Read(ShardPlan {
             position: IteratorPosition::AtSequenceNumber(sequence_number.clone()),
             skip_before: None,
             start_may_be_trimmed: false,
         }),
-        None | Some(ShardCheckpoint::Discovered { from: None }) => ShardStart::Read(ShardPlan {
-            position: IteratorPosition::TrimHorizon,
-            skip_before: None,
-            start_may_be_trimmed: false,
-        }),
+        None | Some(ShardCheckpoint::Discovered { from: None, .. }) => {
+            ShardStart::Read(ShardPlan {
+                position: IteratorPosition::TrimHorizon,
+                skip_before: None,
+                start_may_be_trimmed: false,
+            })
+        }
     }
 }
 

@@ -417,6 +417,22 @@ impl CoordinatorState {
         }
     }
 
+    /// A shard listed before and never read, listed longer ago than the stream keeps records:
+    /// whatever was written to it early may have been trimmed while the consumer was away.
+    fn listed_too_long_ago(&self, checkpoint: Option<&ShardCheckpoint>) -> bool {
+        let Some(ShardCheckpoint::Discovered {
+            from: None,
+            since_ms,
+        }) = checkpoint
+        else {
+            return false;
+        };
+        let cfg = &self.shared.config;
+        let now = system_time_to_millis(self.shared.api.wall_clock());
+        let limit = cfg.retention.saturating_sub(cfg.latest_bookmark_margin);
+        now.saturating_sub(*since_ms) >= limit.as_millis() as u64
+    }
+
     /// A listed shard names a parent this consumer never knew and the stream no longer lists,
     /// although the consumer has been reading the stream: the parent vanished unread (I5).
     /// Returns the gap when the policy says stop.
@@ -497,7 +513,7 @@ impl CoordinatorState {
         let mut plan = plan;
         if matches!(
             checkpoint,
-            None | Some(ShardCheckpoint::Discovered { from: None })
+            None | Some(ShardCheckpoint::Discovered { from: None, .. })
         ) {
             if let Some(gap) = self.report_unknown_parent(&shard) {
                 self.fail(myself, Error::Gap(Box::new(gap)));
@@ -506,7 +522,8 @@ impl CoordinatorState {
             // TRIM_HORIZON cannot tell whether anything was trimmed (and AT_SEQUENCE_NUMBER of
             // the starting sequence number answers "trimmed" on DynamoDB Local even when nothing
             // was): a shard that may be older than the retention is reported as a possible loss.
-            plan.start_may_be_trimmed = self.start_may_be_trimmed(&shard);
+            plan.start_may_be_trimmed =
+                self.start_may_be_trimmed(&shard) || self.listed_too_long_ago(checkpoint.as_ref());
         }
         let Some(entry) = self.shards.get_mut(id) else {
             return Ok(false);
@@ -1148,11 +1165,18 @@ impl CoordinatorState {
         let Some(stored) = self.stored.as_ref() else {
             return;
         };
+        let now_ms = system_time_to_millis(self.shared.api.wall_clock());
         let updates: Vec<(String, ShardCheckpoint)> = self
             .shards
             .iter()
             .filter(|(id, e)| e.run != Run::Ended && !stored.shards.contains_key(*id))
-            .map(|(id, _)| (id.clone(), ShardCheckpoint::Discovered { from: None }))
+            .map(|(id, _)| {
+                let cp = ShardCheckpoint::Discovered {
+                    from: None,
+                    since_ms: now_ms,
+                };
+                (id.clone(), cp)
+            })
             .collect();
         if updates.is_empty() {
             return;

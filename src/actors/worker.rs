@@ -340,6 +340,7 @@ impl WorkerState {
             self.shard.shard_id.clone(),
             ShardCheckpoint::Discovered {
                 from: Some(first.clone()),
+                since_ms: crate::record::system_time_to_millis(self.shared.api.wall_clock()),
             },
         )];
         let timeout = self.shared.config.handler_timeout + Duration::from_secs(5);

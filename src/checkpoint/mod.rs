@@ -63,6 +63,11 @@ pub enum ShardCheckpoint {
         /// the first record was read.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         from: Option<SequenceNumber>,
+        /// When the consumer first listed the shard (Unix milliseconds). Nothing of a shard
+        /// listed longer ago than the stream's retention and never read can be trusted to be
+        /// whole: its first records may have been trimmed while the consumer was away.
+        #[serde(default)]
+        since_ms: u64,
     },
 }
 
@@ -77,7 +82,8 @@ impl ShardCheckpoint {
     /// ```
     /// use dynamodb_stream::checkpoint::ShardCheckpoint;
     /// let at = |n: &str| ShardCheckpoint::Processed { sequence_number: n.parse().unwrap() };
-    /// assert!(ShardCheckpoint::advances(None, &ShardCheckpoint::Discovered { from: None }));
+    /// let discovered = ShardCheckpoint::Discovered { from: None, since_ms: 0 };
+    /// assert!(ShardCheckpoint::advances(None, &discovered));
     /// assert!(ShardCheckpoint::advances(Some(&at("100000000000000000009")), &at("100000000000000000010")));
     /// assert!(!ShardCheckpoint::advances(Some(&at("100000000000000000010")), &at("100000000000000000009")));
     /// assert!(!ShardCheckpoint::advances(Some(&ShardCheckpoint::Ended), &at("100000000000000000010")));
@@ -88,7 +94,7 @@ impl ShardCheckpoint {
             (None, _) => true,
             (Some(Ended), _) => false,
             (Some(_), Ended) => true,
-            (Some(Discovered { from: None }), Discovered { from }) => from.is_some(),
+            (Some(Discovered { from: None, .. }), Discovered { from, .. }) => from.is_some(),
             (Some(Discovered { .. }), Discovered { .. }) => false,
             (Some(Discovered { .. }), _) => true,
             (Some(Latest { .. } | Processed { .. }), Discovered { .. }) => false,

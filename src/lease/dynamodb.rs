@@ -461,6 +461,7 @@ impl DynamoDbLeaseStore {
             }
             Some(STATE_ENDED) => Some(ShardCheckpoint::Ended),
             Some(STATE_DISCOVERED) => Some(ShardCheckpoint::Discovered {
+                since_ms: optional_n(item, SINCE).map_err(&corrupt)?.unwrap_or(0),
                 from: optional_s(item, SEQUENCE)
                     .map_err(&corrupt)?
                     .map(|digits| {
@@ -613,6 +614,13 @@ fn optional_s<'a>(item: &'a Item, name: &str) -> Result<Option<&'a str>, String>
         None => Ok(None),
         Some(AttributeValue::S(v)) => Ok(Some(v)),
         other => Err(attribute_problem(name, other, "S")),
+    }
+}
+
+fn optional_n(item: &Item, name: &str) -> Result<Option<u64>, String> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(_) => required_n(item, name).map(Some),
     }
 }
 
@@ -927,9 +935,13 @@ impl LeaseStore for DynamoDbLeaseStore {
                     .expression_attribute_values(":discovered", s(STATE_DISCOVERED))
                     .expression_attribute_values(":latest", s(STATE_LATEST))
                     .expression_attribute_values(":since", n(*since_ms)),
-                ShardCheckpoint::Discovered { from: None } => call
+                ShardCheckpoint::Discovered {
+                    from: None,
+                    since_ms,
+                } => call
                     .update_expression(
-                        "SET #counter = :next, #state = :discovered REMOVE #seq, #seqkey, #since",
+                        "SET #counter = :next, #state = :discovered, #since = :since \
+                         REMOVE #seq, #seqkey",
                     )
                     .condition_expression(format!(
                         "{FENCE} AND (attribute_not_exists(#state) OR \
@@ -938,11 +950,15 @@ impl LeaseStore for DynamoDbLeaseStore {
                     .expression_attribute_names("#seq", SEQUENCE)
                     .expression_attribute_names("#seqkey", SEQUENCE_KEY)
                     .expression_attribute_names("#since", SINCE)
-                    .expression_attribute_values(":discovered", s(STATE_DISCOVERED)),
-                ShardCheckpoint::Discovered { from: Some(from) } => call
+                    .expression_attribute_values(":discovered", s(STATE_DISCOVERED))
+                    .expression_attribute_values(":since", n(*since_ms)),
+                ShardCheckpoint::Discovered {
+                    from: Some(from),
+                    since_ms,
+                } => call
                     .update_expression(
-                        "SET #counter = :next, #state = :discovered, #seq = :seq \
-                         REMOVE #seqkey, #since",
+                        "SET #counter = :next, #state = :discovered, #seq = :seq, \
+                         #since = :since REMOVE #seqkey",
                     )
                     .condition_expression(format!(
                         "{FENCE} AND (attribute_not_exists(#state) OR \
@@ -952,7 +968,8 @@ impl LeaseStore for DynamoDbLeaseStore {
                     .expression_attribute_names("#seqkey", SEQUENCE_KEY)
                     .expression_attribute_names("#since", SINCE)
                     .expression_attribute_values(":discovered", s(STATE_DISCOVERED))
-                    .expression_attribute_values(":seq", s(from.as_str())),
+                    .expression_attribute_values(":seq", s(from.as_str()))
+                    .expression_attribute_values(":since", n(*since_ms)),
                 ShardCheckpoint::Ended => call
                     .update_expression(
                         "SET #counter = :next, #state = :ended REMOVE #seq, #seqkey, #since",

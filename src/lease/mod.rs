@@ -429,7 +429,7 @@ fn checkpoint_text(checkpoint: &ShardCheckpoint) -> String {
         ShardCheckpoint::Processed { sequence_number } => format!("processed {sequence_number}"),
         ShardCheckpoint::Ended => "ended".to_owned(),
         ShardCheckpoint::Latest { since_ms } => format!("latest since {since_ms} ms"),
-        ShardCheckpoint::Discovered { from: None } => "discovered".to_owned(),
-        ShardCheckpoint::Discovered { from: Some(s) } => format!("discovered, read from {s}"),
+        ShardCheckpoint::Discovered { from: None, .. } => "discovered".to_owned(),
+        ShardCheckpoint::Discovered { from: Some(s), .. } => format!("discovered, read from {s}"),
     }
 }

@@ -534,6 +534,7 @@ fn to_checkpoint(
     match state {
         "ended" => Ok(ShardCheckpoint::Ended),
         "discovered" => Ok(ShardCheckpoint::Discovered {
+            since_ms: since.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
             from: seq
                 .map(|raw| {
                     raw.parse().map_err(|e| {
@@ -577,11 +578,11 @@ fn write_checkpoint(
     }
     let (state, seq, seq_key, since) = match cp {
         ShardCheckpoint::Ended => ("ended", None, None, None),
-        ShardCheckpoint::Discovered { from } => (
+        ShardCheckpoint::Discovered { from, since_ms } => (
             "discovered",
             from.as_ref().map(|s| s.as_str().to_owned()),
             None,
-            None,
+            Some(i64::try_from(*since_ms).unwrap_or(i64::MAX)),
         ),
         ShardCheckpoint::Latest { since_ms } => (
             "latest",

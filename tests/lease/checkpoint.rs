@@ -20,9 +20,13 @@ both_stores!(
 async fn owner_checkpoints_every_kind_of_position(store: impl LeaseStore) {
     let held = held_by(&store, "w1", 50_000).await;
     let positions = [
-        ShardCheckpoint::Discovered { from: None },
+        ShardCheckpoint::Discovered {
+            from: None,
+            since_ms: 1_700_000_000_000,
+        },
         ShardCheckpoint::Discovered {
             from: Some("100000000000000000050".parse().expect("seq")),
+            since_ms: 1_700_000_000_001,
         },
         ShardCheckpoint::Latest {
             since_ms: 1_700_000_000_001,

@@ -51,6 +51,9 @@ struct Run {
     written: Written,
     /// Every shard's parent, as seen at each step (vanished shards are not listed any more).
     parents: HashMap<String, Option<String>>,
+    /// Records written before the first start: the start position (`TRIM_HORIZON`) covers those
+    /// still retained when a shard is first read, which is where reading begins.
+    written_before_start: usize,
 }
 
 impl Run {
@@ -158,9 +161,26 @@ impl Run {
                 false
             })
         };
+        let mut first_read: HashMap<&str, &SequenceNumber> = HashMap::new();
+        let deliveries = self.log.snapshot();
+        for d in &deliveries {
+            let first = first_read
+                .entry(d.shard_id.as_str())
+                .or_insert(&d.sequence_number);
+            if d.sequence_number < **first {
+                *first = &d.sequence_number;
+            }
+        }
         let mut retained: HashMap<String, HashSet<SequenceNumber>> = HashMap::new();
         let mut out = Vec::new();
-        for w in self.sim.written_records() {
+        for (index, w) in self.sim.written_records().into_iter().enumerate() {
+            let before_reading_began = index < self.written_before_start
+                && first_read
+                    .get(w.shard_id.as_str())
+                    .is_none_or(|first| w.record.sequence_number() < *first);
+            if before_reading_began {
+                continue;
+            }
             if out.len() >= limit {
                 break;
             }
@@ -317,6 +337,7 @@ async fn run_seed(seed: u64) {
         events: Vec::new(),
         written: Written::default(),
         parents: HashMap::new(),
+        written_before_start: 0,
     };
     run.note_lineage();
     run.key_parallelism = if run.rng.bool() {
@@ -351,6 +372,7 @@ async fn run_seed(seed: u64) {
             run.split_or_roll();
         }
     }
+    run.written_before_start = run.sim.written_records().len();
     for i in 0..workers {
         run.spawn(i).await;
     }

@@ -359,11 +359,12 @@ fn load_replica(
                 since.and_then(|s| u64::try_from(s).ok()),
             ) {
                 ("ended", _, _) => ShardCheckpoint::Ended,
-                ("discovered", from, _) => ShardCheckpoint::Discovered {
+                ("discovered", from, since) => ShardCheckpoint::Discovered {
                     from: from
                         .map(|s| s.parse())
                         .transpose()
                         .map_err(|e| format!("{shown} is damaged: shard {shard}: {e}"))?,
+                    since_ms: since.unwrap_or(0),
                 },
                 ("latest", _, Some(since_ms)) => ShardCheckpoint::Latest { since_ms },
                 ("processed", Some(seq), _) => ShardCheckpoint::Processed {
@@ -546,8 +547,10 @@ async fn probe(
             unread_from = Some(since.checked_sub(margin).unwrap_or(since));
             IteratorPosition::TrimHorizon
         }
-        None | Some(ShardCheckpoint::Discovered { from: None }) => IteratorPosition::TrimHorizon,
-        Some(ShardCheckpoint::Discovered { from: Some(s) }) => {
+        None | Some(ShardCheckpoint::Discovered { from: None, .. }) => {
+            IteratorPosition::TrimHorizon
+        }
+        Some(ShardCheckpoint::Discovered { from: Some(s), .. }) => {
             IteratorPosition::AtSequenceNumber(s.clone())
         }
     };
@@ -923,7 +926,7 @@ fn status_name(status: &StreamStatus) -> String {
 fn checkpoint_json(cp: Option<&ShardCheckpoint>) -> Value {
     match cp {
         None => json!({ "state": "none" }),
-        Some(ShardCheckpoint::Discovered { from }) => {
+        Some(ShardCheckpoint::Discovered { from, .. }) => {
             json!({ "state": "discovered", "from": from.as_ref().map(|s| s.as_str()) })
         }
         Some(ShardCheckpoint::Ended) => json!({ "state": "ended" }),
@@ -939,8 +942,10 @@ fn checkpoint_json(cp: Option<&ShardCheckpoint>) -> Value {
 fn checkpoint_text(cp: Option<&ShardCheckpoint>) -> String {
     match cp {
         None => "none".to_owned(),
-        Some(ShardCheckpoint::Discovered { from: None }) => "none (discovered)".to_owned(),
-        Some(ShardCheckpoint::Discovered { from: Some(s) }) => format!("none (reading from {s})"),
+        Some(ShardCheckpoint::Discovered { from: None, .. }) => "none (discovered)".to_owned(),
+        Some(ShardCheckpoint::Discovered { from: Some(s), .. }) => {
+            format!("none (reading from {s})")
+        }
         Some(ShardCheckpoint::Ended) => "ended".to_owned(),
         Some(ShardCheckpoint::Processed { sequence_number }) => {
             format!("processed {sequence_number}")
