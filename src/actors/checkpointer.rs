@@ -407,13 +407,12 @@ impl Actor for Checkpointer {
             } => {
                 // Never move backwards (a restarted worker re-acknowledges from its checkpoint)
                 // and never reopen an ended shard.
-                if state.record(shard_id, ShardCheckpoint::Processed { sequence_number }) {
-                    if !state.flush_scheduled {
-                        state.flush_scheduled = true;
-                        myself.send_after(state.shared.config.checkpoint_interval, || {
-                            CheckpointerMsg::Flush(None)
-                        });
-                    }
+                let moved = state.record(shard_id, ShardCheckpoint::Processed { sequence_number });
+                if moved && !state.flush_scheduled {
+                    state.flush_scheduled = true;
+                    myself.send_after(state.shared.config.checkpoint_interval, || {
+                        CheckpointerMsg::Flush(None)
+                    });
                 }
             }
             CheckpointerMsg::Save { updates, reply } => {

@@ -25,7 +25,7 @@ use super::{KeyAttribute, ScalarType, TableInfo};
 /// Marks the file as a ddbstream replica (SQLite's `application_id` header field, "ddbs").
 const APPLICATION_ID: i32 = 0x6464_6273;
 /// The layout version, in `PRAGMA user_version` and the `meta` table.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 /// Columns of `items` that are not key attributes.
 const RESERVED_COLUMNS: [&str; 4] = ["_key", "_item", "_sequence_number", "_updated_at_ms"];
 
@@ -46,7 +46,7 @@ const RESERVED_COLUMNS: [&str; 4] = ["_key", "_item", "_sequence_number", "_upda
 /// ) WITHOUT ROWID;
 /// CREATE TABLE checkpoints (
 ///     application TEXT, stream_arn TEXT, shard_id TEXT,
-///     state TEXT CHECK (state IN ('latest', 'processed', 'ended')),
+///     state TEXT CHECK (state IN ('latest', 'processed', 'ended', 'discovered')),
 ///     sequence_number TEXT,         -- as DynamoDB sent it
 ///     sequence_key TEXT,            -- zero-padded to 40 digits: compares numerically as text
 ///     since_ms INTEGER,             -- the LATEST bookmark time
@@ -247,7 +247,7 @@ fn open_sync(path: &Path) -> Result<Inner> {
     let unreadable = |e: rusqlite::Error| {
         Error::InvalidArgument(format!("{shown} is not a readable SQLite database: {e}"))
     };
-    let conn = Connection::open_with_flags(
+    let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -274,7 +274,10 @@ fn open_sync(path: &Path) -> Result<Inner> {
         let version: i32 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(unreadable)?;
-        if version != SCHEMA_VERSION {
+        if version == 1 {
+            migrate_v1(&mut conn)
+                .map_err(|e| Error::Checkpoint(io("upgrade the schema from version 1", e)))?;
+        } else if version != SCHEMA_VERSION {
             return Err(Error::InvalidArgument(format!(
                 "{shown} is a ddbstream replica of schema version {version}; this build reads \
                  version {SCHEMA_VERSION}"
@@ -316,7 +319,7 @@ fn create_schema(conn: &mut Connection) -> rusqlite::Result<()> {
              application TEXT NOT NULL,
              stream_arn TEXT NOT NULL,
              shard_id TEXT NOT NULL,
-             state TEXT NOT NULL CHECK (state IN ('latest', 'processed', 'ended')),
+             state TEXT NOT NULL CHECK (state IN ('latest', 'processed', 'ended', 'discovered')),
              sequence_number TEXT,
              sequence_key TEXT,
              since_ms INTEGER,
@@ -335,6 +338,31 @@ fn create_schema(conn: &mut Connection) -> rusqlite::Result<()> {
              ('scan_state', 'not_started')",
         params![SCHEMA_VERSION.to_string(), now_ms().to_string()],
     )?;
+    tx.commit()
+}
+
+/// Version 1 to 2: checkpoints may also be `discovered` (a shard listed and not yet read). SQLite
+/// cannot change a CHECK constraint in place: the table is rebuilt, in one transaction.
+fn migrate_v1(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(&format!(
+        "CREATE TABLE checkpoints_v2 (
+             application TEXT NOT NULL,
+             stream_arn TEXT NOT NULL,
+             shard_id TEXT NOT NULL,
+             state TEXT NOT NULL CHECK (state IN ('latest', 'processed', 'ended', 'discovered')),
+             sequence_number TEXT,
+             sequence_key TEXT,
+             since_ms INTEGER,
+             updated_at_ms INTEGER NOT NULL,
+             PRIMARY KEY (application, stream_arn, shard_id)
+         ) WITHOUT ROWID;
+         INSERT INTO checkpoints_v2 SELECT * FROM checkpoints;
+         DROP TABLE checkpoints;
+         ALTER TABLE checkpoints_v2 RENAME TO checkpoints;
+         UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE name = 'schema_version';
+         PRAGMA user_version = {SCHEMA_VERSION};"
+    ))?;
     tx.commit()
 }
 
@@ -1004,5 +1032,56 @@ mod tests {
             key_column(Some(&AttributeValue::N("4.5".into()))),
             Value::Text("4.5".into())
         );
+    }
+
+    /// A replica made by an earlier build (schema version 1, whose checkpoints cannot be
+    /// `discovered`) opens, keeps its checkpoints, and takes the new state.
+    #[tokio::test]
+    async fn a_version_1_replica_is_upgraded_in_place() {
+        use crate::checkpoint::CheckpointStore;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.sqlite");
+        drop(SqliteReplica::open(&path).await.expect("create"));
+        {
+            // Turn it back into version 1, holding one checkpoint.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE v1 (
+                     application TEXT NOT NULL,
+                     stream_arn TEXT NOT NULL,
+                     shard_id TEXT NOT NULL,
+                     state TEXT NOT NULL CHECK (state IN ('latest', 'processed', 'ended')),
+                     sequence_number TEXT,
+                     sequence_key TEXT,
+                     since_ms INTEGER,
+                     updated_at_ms INTEGER NOT NULL,
+                     PRIMARY KEY (application, stream_arn, shard_id)
+                 ) WITHOUT ROWID;
+                 DROP TABLE checkpoints;
+                 ALTER TABLE v1 RENAME TO checkpoints;
+                 INSERT INTO streams VALUES ('app', 'arn:s', 1);
+                 INSERT INTO checkpoints VALUES ('app', 'arn:s', 'shard-a', 'ended', NULL, NULL,
+                     NULL, 1);
+                 UPDATE meta SET value = '1' WHERE name = 'schema_version';
+                 PRAGMA user_version = 1;",
+            )
+            .expect("downgrade");
+        }
+        let replica = SqliteReplica::open(&path).await.expect("upgrade");
+        let key = StreamKey {
+            application: "app".into(),
+            stream_arn: "arn:s".into(),
+        };
+        let discovered = ShardCheckpoint::Discovered {
+            from: None,
+            since_ms: 5,
+        };
+        replica
+            .save(&key, 1, vec![("shard-b".into(), discovered.clone())])
+            .await
+            .expect("a discovered shard can be stored");
+        let stored = replica.load(&key).await.expect("load").expect("stored");
+        assert_eq!(stored.shards.get("shard-a"), Some(&ShardCheckpoint::Ended));
+        assert_eq!(stored.shards.get("shard-b"), Some(&discovered));
     }
 }

@@ -1,6 +1,6 @@
 //! Scenario 4, the soak. For 3 × `DDBSTREAM_CHAOS_SECS` a writer puts ~40 items/s (each
 //! carrying its write time), the open shard is rolled over every `DDBSTREAM_CHAOS_ROLLOVER_SECS`
-//! (default 4), and the consumer — the real `ddbstream tail --checkpoint FILE` process — is
+//! (default: every 1–2 s, drawn), with DynamoDB Local's end-of-shard race widened to 200 ms, and the consumer — the real `ddbstream tail --checkpoint FILE` process — is
 //! killed with SIGKILL after a random life of ½–1½ × `DDBSTREAM_CHAOS_KILL_SECS` (default 5)
 //! and started again on the same checkpoint file. Its stdout (one JSON line per record) is the
 //! delivery log, each line stamped when it arrived; its RSS is sampled from /proc every 500 ms.
@@ -22,7 +22,7 @@ use crate::common::{
     chaos_secs, check, cli_env, env_u64, lineage, missing, now_ms, seed, Delivery, TailProcess,
     Writer,
 };
-use crate::ddb_local::{clients, create_table, rollover, TestClients};
+use crate::ddb_local::{clients, create_table, end_race, rollover, TestClients};
 
 const TABLE: &str = "soak";
 /// GetRecords returns at most this many records: one page.
@@ -56,17 +56,22 @@ async fn soak_with_rollovers_and_sigkills_loses_nothing() {
     let soak = Duration::from_secs(chaos_secs() * 3);
     let kill_every = Duration::from_secs(env_u64("DDBSTREAM_CHAOS_KILL_SECS").unwrap_or(5).max(1));
     let rollover_every =
-        Duration::from_secs(env_u64("DDBSTREAM_CHAOS_ROLLOVER_SECS").unwrap_or(4).max(1));
+        env_u64("DDBSTREAM_CHAOS_ROLLOVER_SECS").map(|s| Duration::from_secs(s.max(1)));
     let seed = seed("soak");
     let mut rng = fastrand::Rng::with_seed(seed);
     let c = clients("chaos_soak");
     let arn = create_table(&c, TABLE, StreamViewType::NewAndOldImages).await;
+    // DynamoDB Local's end-of-shard race, widened so rollovers meet it (issue 14).
+    end_race(&c, Duration::from_millis(200)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let checkpoint = dir.path().join("tail.checkpoints.json");
     let writer = Writer::start(&c, TABLE, 100, Duration::from_millis(25), seed);
 
     let started = Instant::now();
-    let mut next_rollover = started + rollover_every;
+    let next_rollover_in = |rng: &mut fastrand::Rng| {
+        rollover_every.unwrap_or_else(|| Duration::from_millis(rng.u64(1_000..2_000)))
+    };
+    let mut next_rollover = started + next_rollover_in(&mut rng);
     let mut rollovers = 0;
     let mut runs: Vec<TailProcess> = Vec::new();
     while started.elapsed() < soak {
@@ -83,7 +88,7 @@ async fn soak_with_rollovers_and_sigkills_loses_nothing() {
             if Instant::now() >= next_rollover {
                 rollover(&c).await;
                 rollovers += 1;
-                next_rollover += rollover_every;
+                next_rollover += next_rollover_in(&mut rng);
             }
             if let Some(status) = tail.exited() {
                 panic!(

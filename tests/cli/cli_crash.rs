@@ -1,7 +1,9 @@
 //! THE CRASH TEST. A writer keeps putting, updating and deleting items while `ddbstream
 //! replicate` is killed with SIGKILL at random moments — during the scan and while streaming —
-//! and restarted, at least ten times. After the writer stops, one `replicate --once` run; the
-//! SQLite replica then equals a full Scan, item for item.
+//! and restarted, at least ten times; meanwhile the open shard is rolled over every 1–2 s with
+//! DynamoDB Local's end-of-shard race widened (issue 14). After the writer stops, one
+//! `replicate --once` run; the SQLite replica then equals a full Scan, item for item: every
+//! acknowledged write is applied.
 //!
 //! `DDBSTREAM_CRASH_SEED=<n>` replays a run (the seed is printed).
 
@@ -16,7 +18,7 @@ use crate::common::{
     assert_same_items, ddbstream, delete, item, keys, put, put_many, read_replica, run_cli,
     scan_table, stderr, Running,
 };
-use crate::ddb_local::{clients, create_table};
+use crate::ddb_local::{clients, create_table, end_race, rollover};
 
 const KILLS: usize = 12;
 
@@ -36,8 +38,22 @@ async fn sigkill_at_random_moments_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("orders.sqlite");
     let db_arg = db.to_str().expect("utf-8 path").to_owned();
+    end_race(&c, Duration::from_millis(200)).await;
 
     let stop = Arc::new(AtomicBool::new(false));
+    let roller = {
+        let (c, stop) = (c.clone(), stop.clone());
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0x0011);
+        tokio::spawn(async move {
+            let mut rollovers = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(rng.u64(1_000..2_000))).await;
+                rollover(&c).await;
+                rollovers += 1;
+            }
+            rollovers
+        })
+    };
     let writes = Arc::new(AtomicU64::new(0));
     let writer = {
         let (c, stop, writes) = (c.clone(), stop.clone(), writes.clone());
@@ -111,6 +127,9 @@ async fn sigkill_at_random_moments_loses_nothing() {
     );
     stop.store(true, Ordering::SeqCst);
     writer.await.expect("writer");
+    let rollovers = roller.await.expect("roller");
+    assert!(rollovers >= 3, "only {rollovers} rollovers");
+    end_race(&c, Duration::ZERO).await;
     assert!(
         writes.load(Ordering::SeqCst) > 500,
         "the writer barely wrote"

@@ -192,3 +192,53 @@ async fn lanes_keep_item_order_and_the_checkpoint_waits_for_every_lane() {
         instances.len()
     );
 }
+
+/// The bound docs/semantics.md states for key parallelism: a worker restart inside a running
+/// consumer (a failed batch, no retry policy) repeats the records after the contiguous
+/// watermark, including those other lanes had already finished — never more than the
+/// unacknowledged window, `max_in_flight_batches` pages of `max_records_per_call` records.
+#[tokio::test(start_paused = true)]
+async fn a_restart_repeats_at_most_the_unacknowledged_window() {
+    const PAGE: u32 = 50;
+    const IN_FLIGHT: usize = 2;
+    for seed in 0..10u64 {
+        let sim = Simulator::builder().initial_shards(1).seed(seed).build();
+        let log = Log::new();
+        *log.random_delay.lock().unwrap() =
+            Some((fastrand::Rng::with_seed(seed), Duration::from_millis(200)));
+        *log.fail_batches.lock().unwrap() = vec![5, 17];
+        let mut written = Written::default();
+        for i in 0..1_000 {
+            written.put(&sim, &format!("k{}", i % 97));
+        }
+        let l = log.clone();
+        let consumer = Consumer::builder(sim.clone(), sim.stream_arn())
+            .handler_factory(move |s| l.handler(s))
+            .key_parallelism(4)
+            .configure(|c| {
+                c.max_records_per_call = PAGE;
+                c.max_in_flight_batches = IN_FLIGHT;
+            })
+            .spawn()
+            .await
+            .expect("spawn");
+        periodic_check(
+            || written.all_delivered(&log.snapshot()),
+            Duration::from_secs(600),
+            "every record",
+        )
+        .await;
+        consumer.shutdown().await.expect("shutdown");
+        let deliveries = log.snapshot();
+        let distinct: HashSet<&SequenceNumber> =
+            deliveries.iter().map(|d| &d.sequence_number).collect();
+        let repeated = deliveries.len() - distinct.len();
+        let restarts = log.failures();
+        assert!(restarts >= 1, "seed {seed}: no restart happened");
+        assert!(
+            repeated <= restarts * IN_FLIGHT * PAGE as usize,
+            "seed {seed}: {repeated} records repeated after {restarts} restarts"
+        );
+        check_deliveries(&written, &deliveries, false);
+    }
+}

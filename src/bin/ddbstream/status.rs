@@ -36,7 +36,7 @@ const DESCRIBE_INTERVAL: Duration = Duration::from_millis(100);
 const PROBES_IN_FLIGHT: usize = 8;
 /// How `SqliteReplica` marks its files (`PRAGMA application_id`, "ddbs") and its layout version.
 const REPLICA_APPLICATION_ID: i32 = 0x6464_6273;
-const REPLICA_SCHEMA_VERSION: i32 = 1;
+const REPLICA_SCHEMA_VERSION: i32 = 2;
 
 pub(crate) async fn run(aws: &SdkConfig, args: StatusArgs) -> Result<(), String> {
     // Local files first: a wrong path fails before any call to AWS.
@@ -256,7 +256,8 @@ fn open_replica(path: &Path) -> Result<rusqlite::Connection, String> {
     let version: i32 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(unreadable)?;
-    if version != REPLICA_SCHEMA_VERSION {
+    // Version 1 differs only in the checkpoint states it allows: read both.
+    if !(1..=REPLICA_SCHEMA_VERSION).contains(&version) {
         return Err(format!(
             "{shown} is a ddbstream replica of schema version {version}; this build reads \
              version {REPLICA_SCHEMA_VERSION}"
