@@ -153,16 +153,20 @@ public final class DdbLocalLauncher {
         throw new NoSuchFieldException(target.getClass().getName() + "." + name);
     }
 
-    private static void hook(HttpExchange ex, String method, Long arg) throws IOException {
+    /**
+     * The database of the request's namespace (accessKey and region), or null after answering
+     * the error: not a POST, a bad access key, or a namespace that does not exist yet.
+     */
+    private static Object namespaceDb(HttpExchange ex) throws IOException {
         if (!"POST".equals(ex.getRequestMethod())) {
             reply(ex, 405, "use POST\n");
-            return;
+            return null;
         }
         Map<String, String> q = query(ex);
         String key = q.get("accessKey");
         if (key == null || !key.matches("[A-Za-z0-9]+")) {
             reply(ex, 400, "accessKey=[A-Za-z0-9]+ is required\n");
-            return;
+            return null;
         }
         String namespace = key + "_" + q.getOrDefault("region", DEFAULT_REGION);
         Object db;
@@ -172,6 +176,13 @@ public final class DdbLocalLauncher {
         if (db == null) {
             reply(ex, 404, "no database for namespace " + namespace
                     + " (it exists after the client's first request)\n");
+        }
+        return db;
+    }
+
+    private static void hook(HttpExchange ex, String method, Long arg) throws IOException {
+        Object db = namespaceDb(ex);
+        if (db == null) {
             return;
         }
         try {
@@ -192,16 +203,7 @@ public final class DdbLocalLauncher {
     }
 
     private static void endRace(HttpExchange ex) throws IOException {
-        if (!"POST".equals(ex.getRequestMethod())) {
-            reply(ex, 405, "use POST\n");
-            return;
-        }
         Map<String, String> q = query(ex);
-        String key = q.get("accessKey");
-        if (key == null || !key.matches("[A-Za-z0-9]+")) {
-            reply(ex, 400, "accessKey=[A-Za-z0-9]+ is required\n");
-            return;
-        }
         long ms;
         try {
             ms = Long.parseLong(q.getOrDefault("ms", ""));
@@ -209,18 +211,14 @@ public final class DdbLocalLauncher {
             reply(ex, 400, "ms must be a number of milliseconds\n");
             return;
         }
-        String namespace = key + "_" + q.getOrDefault("region", DEFAULT_REGION);
-        Object db;
-        synchronized (requestHandler) {
-            db = handlers.get(namespace);
-        }
+        Object db = namespaceDb(ex);
         if (db == null) {
-            reply(ex, 404, "no database for namespace " + namespace
-                    + " (it exists after the client's first request)\n");
             return;
         }
         try {
-            AtomicLong delay = endRaceDelays.computeIfAbsent(namespace, n -> new AtomicLong());
+            AtomicLong delay = endRaceDelays.computeIfAbsent(
+                    q.get("accessKey") + "_" + q.getOrDefault("region", DEFAULT_REGION),
+                    n -> new AtomicLong());
             Object streams = field(db, "dynamoDbStreamsClient");
             Object access = field(streams, "dbAccess");
             if (!Proxy.isProxyClass(access.getClass())) {

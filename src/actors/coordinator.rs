@@ -22,7 +22,7 @@ use super::checkpointer::{Checkpointer, CheckpointerArgs, CheckpointerMsg, Lease
 use super::worker::{ShardWorker, WorkerArgs, WorkerMsg};
 use super::{call, ExitSlot, Outcome, Shared, WorkerExit};
 use crate::checkpoint::{CheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey};
-use crate::config::{backoff, GapPolicy};
+use crate::config::backoff;
 use crate::error::{CheckpointError, CheckpointErrorKind, Error, SourceErrorKind};
 use crate::events::{ConsumerEvent, Gap, GapAction, GapKind, LostRange};
 use crate::handler::ShardInfo;
@@ -453,23 +453,10 @@ impl CoordinatorState {
         if known || initial || !self.vanished_reported.insert(parent.clone()) {
             return None;
         }
-        let action = match self.shared.config.gap_policy {
-            GapPolicy::Fail => GapAction::Stopped,
-            GapPolicy::Continue => GapAction::Continued,
-        };
-        let gap = Gap {
-            shard_id: parent.clone(),
-            kind: GapKind::VanishedShard,
-            action,
-            lost: LostRange::default(),
-        };
-        tracing::error!(%gap, "gap: a shard vanished before it could be read");
-        self.shared
-            .metrics
-            .gaps
-            .add(1, &[opentelemetry::KeyValue::new("kind", "VanishedShard")]);
-        self.shared.emit(ConsumerEvent::Gap(gap.clone()));
-        (action == GapAction::Stopped).then_some(gap)
+        let gap = self
+            .shared
+            .report_gap(parent, GapKind::VanishedShard, LostRange::default());
+        (gap.action == GapAction::Stopped).then_some(gap)
     }
 
     /// Start a worker; returns true when the shard turned out to be finished already.
@@ -683,26 +670,14 @@ impl CoordinatorState {
             }
         }
         for (shard_id, after) in vanished {
-            let action = match self.shared.config.gap_policy {
-                GapPolicy::Fail => GapAction::Stopped,
-                GapPolicy::Continue => GapAction::Continued,
+            let lost = LostRange {
+                after,
+                before: None,
             };
-            let gap = Gap {
-                shard_id: shard_id.clone(),
-                kind: GapKind::VanishedShard,
-                action,
-                lost: LostRange {
-                    after,
-                    before: None,
-                },
-            };
-            tracing::error!(%gap, "gap: a shard with an unfinished checkpoint no longer exists");
-            self.shared
-                .metrics
-                .gaps
-                .add(1, &[opentelemetry::KeyValue::new("kind", "VanishedShard")]);
-            self.shared.emit(ConsumerEvent::Gap(gap.clone()));
-            if action == GapAction::Stopped {
+            let gap = self
+                .shared
+                .report_gap(&shard_id, GapKind::VanishedShard, lost);
+            if gap.action == GapAction::Stopped {
                 return Ok(Some(Error::Gap(Box::new(gap))));
             }
             // Continue: consider it ended so its children can go on.

@@ -49,6 +49,32 @@ impl Shared {
         let _ = self.events.send(event);
     }
 
+    /// A gap, with what the policy says to do about it: logged, counted and published.
+    pub(crate) fn report_gap(
+        &self,
+        shard_id: &str,
+        kind: crate::events::GapKind,
+        lost: crate::events::LostRange,
+    ) -> crate::events::Gap {
+        let action = match self.config.gap_policy {
+            crate::config::GapPolicy::Fail => crate::events::GapAction::Stopped,
+            crate::config::GapPolicy::Continue => crate::events::GapAction::Continued,
+        };
+        let gap = crate::events::Gap {
+            shard_id: shard_id.to_owned(),
+            kind,
+            action,
+            lost,
+        };
+        tracing::error!(shard = shard_id, %gap, ?action, "gap: records were lost before they could be read");
+        self.metrics.gaps.add(
+            1,
+            &[opentelemetry::KeyValue::new("kind", format!("{kind:?}"))],
+        );
+        self.emit(ConsumerEvent::Gap(gap.clone()));
+        gap
+    }
+
     /// The wait after an empty page: `idle_poll_interval`, stretched when this many workers
     /// polling at that pace would exceed `max_idle_polls_per_second` together.
     pub(crate) fn idle_delay(&self) -> Duration {

@@ -22,7 +22,7 @@ use super::checkpointer::CheckpointerMsg;
 use super::handler_actor::{may_take_more, HandlerActor, HandlerArgs, HandlerMsg};
 use super::{call, ExitSlot, Shared, WorkerCount, WorkerExit, WorkerFailure};
 use crate::checkpoint::ShardCheckpoint;
-use crate::config::{backoff, GapPolicy};
+use crate::config::backoff;
 use crate::delivery::engine::Fatal;
 use crate::error::{CheckpointErrorKind, SourceError, SourceErrorKind};
 use crate::events::{ConsumerEvent, Gap, GapAction, GapKind, LostRange};
@@ -185,25 +185,8 @@ impl WorkerState {
         }
     }
 
-    /// Report a gap; returns it with what the policy says to do.
     fn report_gap(&self, kind: GapKind, lost: LostRange) -> Gap {
-        let action = match self.shared.config.gap_policy {
-            GapPolicy::Fail => GapAction::Stopped,
-            GapPolicy::Continue => GapAction::Continued,
-        };
-        let gap = Gap {
-            shard_id: self.shard.shard_id.clone(),
-            kind,
-            action,
-            lost,
-        };
-        tracing::error!(shard = %self.shard.shard_id, %gap, ?action, "gap: records were lost before they could be read");
-        self.shared.metrics.gaps.add(
-            1,
-            &[opentelemetry::KeyValue::new("kind", format!("{kind:?}"))],
-        );
-        self.shared.emit(ConsumerEvent::Gap(gap.clone()));
-        gap
+        self.shared.report_gap(&self.shard.shard_id, kind, lost)
     }
 
     /// Where to (re)open the shard.

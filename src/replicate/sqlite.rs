@@ -303,6 +303,19 @@ fn open_sync(path: &Path) -> Result<Inner> {
     Ok(inner)
 }
 
+/// The checkpoints table (schema version 2).
+const CHECKPOINTS_TABLE: &str = "CREATE TABLE checkpoints (
+             application TEXT NOT NULL,
+             stream_arn TEXT NOT NULL,
+             shard_id TEXT NOT NULL,
+             state TEXT NOT NULL CHECK (state IN ('latest', 'processed', 'ended', 'discovered')),
+             sequence_number TEXT,
+             sequence_key TEXT,
+             since_ms INTEGER,
+             updated_at_ms INTEGER NOT NULL,
+             PRIMARY KEY (application, stream_arn, shard_id)
+         ) WITHOUT ROWID;";
+
 fn create_schema(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(&format!(
@@ -315,17 +328,7 @@ fn create_schema(conn: &mut Connection) -> rusqlite::Result<()> {
              started_at_ms INTEGER NOT NULL,
              PRIMARY KEY (application, stream_arn)
          ) WITHOUT ROWID;
-         CREATE TABLE checkpoints (
-             application TEXT NOT NULL,
-             stream_arn TEXT NOT NULL,
-             shard_id TEXT NOT NULL,
-             state TEXT NOT NULL CHECK (state IN ('latest', 'processed', 'ended', 'discovered')),
-             sequence_number TEXT,
-             sequence_key TEXT,
-             since_ms INTEGER,
-             updated_at_ms INTEGER NOT NULL,
-             PRIMARY KEY (application, stream_arn, shard_id)
-         ) WITHOUT ROWID;
+         {CHECKPOINTS_TABLE}
          CREATE TABLE scan_segments (
              segment INTEGER PRIMARY KEY,
              resume_after TEXT,
@@ -346,20 +349,10 @@ fn create_schema(conn: &mut Connection) -> rusqlite::Result<()> {
 fn migrate_v1(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(&format!(
-        "CREATE TABLE checkpoints_v2 (
-             application TEXT NOT NULL,
-             stream_arn TEXT NOT NULL,
-             shard_id TEXT NOT NULL,
-             state TEXT NOT NULL CHECK (state IN ('latest', 'processed', 'ended', 'discovered')),
-             sequence_number TEXT,
-             sequence_key TEXT,
-             since_ms INTEGER,
-             updated_at_ms INTEGER NOT NULL,
-             PRIMARY KEY (application, stream_arn, shard_id)
-         ) WITHOUT ROWID;
-         INSERT INTO checkpoints_v2 SELECT * FROM checkpoints;
-         DROP TABLE checkpoints;
-         ALTER TABLE checkpoints_v2 RENAME TO checkpoints;
+        "ALTER TABLE checkpoints RENAME TO checkpoints_v1;
+         {CHECKPOINTS_TABLE}
+         INSERT INTO checkpoints SELECT * FROM checkpoints_v1;
+         DROP TABLE checkpoints_v1;
          UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE name = 'schema_version';
          PRAGMA user_version = {SCHEMA_VERSION};"
     ))?;

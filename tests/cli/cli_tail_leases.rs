@@ -58,8 +58,8 @@ fn start(c: &TestClients, name: &str) -> Worker {
     }
 }
 
-/// (worker, when seen, key, version) of every printed record.
-type Seen = Vec<(String, Instant, String, u64)>;
+/// (worker, when seen, key, version, shard) of every printed record.
+type Seen = Vec<(String, Instant, String, u64, String)>;
 
 fn collect(workers: &[Worker], seen: &mut Seen, stderr: &mut HashMap<String, String>) {
     for w in workers {
@@ -67,11 +67,12 @@ fn collect(workers: &[Worker], seen: &mut Seen, stderr: &mut HashMap<String, Str
             let v: Value =
                 serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
             let key = v["keys"]["pk"].as_str().unwrap_or_default().to_owned();
+            let shard = v["shardId"].as_str().unwrap_or_default().to_owned();
             let version = v["newImage"]["v"]
                 .as_u64()
                 .or_else(|| v["newImage"]["v"].as_str().and_then(|s| s.parse().ok()));
             if let Some(version) = version {
-                seen.push((w.name.clone(), Instant::now(), key, version));
+                seen.push((w.name.clone(), Instant::now(), key, version, shard));
             }
         }
         let e = stderr.entry(w.name.clone()).or_default();
@@ -85,8 +86,8 @@ fn collect(workers: &[Worker], seen: &mut Seen, stderr: &mut HashMap<String, Str
 /// The worker that printed a record after `since` and is not `except`.
 fn printer_since(seen: &Seen, since: Instant, except: &[&str]) -> Option<String> {
     seen.iter()
-        .find(|(w, t, _, _)| *t > since && !except.contains(&w.as_str()))
-        .map(|(w, _, _, _)| w.clone())
+        .find(|(w, t, ..)| *t > since && !except.contains(&w.as_str()))
+        .map(|(w, ..)| w.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +211,7 @@ async fn tails_share_a_stream_fail_over_and_hand_off() {
     loop {
         collect(&workers, &mut seen, &mut stderr);
         let printed: BTreeSet<(String, u64)> =
-            seen.iter().map(|(_, _, k, v)| (k.clone(), *v)).collect();
+            seen.iter().map(|(_, _, k, v, _)| (k.clone(), *v)).collect();
         if expected.is_subset(&printed) {
             break;
         }
@@ -248,33 +249,6 @@ async fn a_paused_owner_prints_nothing_of_its_shard_when_it_wakes() {
     let mut workers = vec![start(&c, "p1"), start(&c, "p2"), start(&c, "p3")];
     let mut seen: Seen = Vec::new();
     let mut stderr: HashMap<String, String> = HashMap::new();
-    // (worker, when, shard) of every printed line, to tell which shard a worker printed.
-    let shards_of = |workers: &[Worker],
-                     log: &mut Vec<(String, Instant, String)>,
-                     seen: &mut Seen,
-                     stderr: &mut HashMap<String, String>| {
-        for w in workers {
-            for line in w.out.drain() {
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-                let shard = v["shardId"].as_str().unwrap_or_default().to_owned();
-                log.push((w.name.clone(), Instant::now(), shard));
-                let key = v["keys"]["pk"].as_str().unwrap_or_default().to_owned();
-                let version = v["newImage"]["v"]
-                    .as_u64()
-                    .or_else(|| v["newImage"]["v"].as_str().and_then(|s| s.parse().ok()));
-                if let Some(version) = version {
-                    seen.push((w.name.clone(), Instant::now(), key, version));
-                }
-            }
-            let e = stderr.entry(w.name.clone()).or_default();
-            for line in w.err.drain() {
-                e.push_str(&line);
-                e.push('\n');
-            }
-        }
-    };
-    let mut printed: Vec<(String, Instant, String)> = Vec::new();
 
     // A writer (new versions of 30 items, ~20 a second) and a roller (every ~3 s), both
     // pausable, so the owner can be caught idle.
@@ -314,7 +288,7 @@ async fn a_paused_owner_prints_nothing_of_its_shard_when_it_wakes() {
     };
     let all_printed = |seen: &Seen, written: &BTreeSet<(String, u64)>| {
         let got: BTreeSet<(String, u64)> =
-            seen.iter().map(|(_, _, k, v)| (k.clone(), *v)).collect();
+            seen.iter().map(|(_, _, k, v, _)| (k.clone(), *v)).collect();
         written.is_subset(&got)
     };
 
@@ -324,7 +298,7 @@ async fn a_paused_owner_prints_nothing_of_its_shard_when_it_wakes() {
     hold.store(true, Ordering::SeqCst);
     let t0 = Instant::now();
     loop {
-        shards_of(&workers, &mut printed, &mut seen, &mut stderr);
+        collect(&workers, &mut seen, &mut stderr);
         if all_printed(&seen, &written.lock().unwrap()) {
             break;
         }
@@ -334,9 +308,9 @@ async fn a_paused_owner_prints_nothing_of_its_shard_when_it_wakes() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (owner, shard) = printed
+    let (owner, shard) = seen
         .last()
-        .map(|(w, _, s)| (w.clone(), s.clone()))
+        .map(|(w, .., s)| (w.clone(), s.clone()))
         .expect("something printed");
     let pid = workers
         .iter()
@@ -358,13 +332,11 @@ async fn a_paused_owner_prints_nothing_of_its_shard_when_it_wakes() {
     hold.store(false, Ordering::SeqCst);
     let pause = Duration::from_millis(fastrand::u64(9_000..14_000));
     while paused_at.elapsed() < pause {
-        shards_of(&workers, &mut printed, &mut seen, &mut stderr);
+        collect(&workers, &mut seen, &mut stderr);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        printed
-            .iter()
-            .any(|(w, t, _)| *w != owner && *t > paused_at),
+        seen.iter().any(|(w, t, ..)| *w != owner && *t > paused_at),
         "nobody took over while {owner} was paused: {stderr:?}"
     );
     signal("-CONT");
@@ -375,16 +347,16 @@ async fn a_paused_owner_prints_nothing_of_its_shard_when_it_wakes() {
     let expected = written.lock().unwrap().clone();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        shards_of(&workers, &mut printed, &mut seen, &mut stderr);
+        collect(&workers, &mut seen, &mut stderr);
         if all_printed(&seen, &expected) {
             break;
         }
         assert!(Instant::now() < deadline, "records lost");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let late: Vec<_> = printed
+    let late: Vec<_> = seen
         .iter()
-        .filter(|(w, t, s)| *w == owner && *t > resumed_at && *s == shard)
+        .filter(|(w, t, .., s)| *w == owner && *t > resumed_at && *s == shard)
         .collect();
     assert!(
         late.is_empty(),

@@ -913,3 +913,36 @@ impl LeaseStore for Pausable<MemoryLeaseStore> {
         })
     }
 }
+
+/// Run `run` for each seed on a paused single-threaded runtime: `DDBSTREAM_SEED` runs one seed,
+/// `DDBSTREAM_SEEDS` sets how many (from 1; `default` when unset). A failing seed is named, with
+/// how to run it alone.
+pub fn run_seeds<F, Fut>(what: &str, default: u64, run: F)
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let seeds: Vec<u64> = match std::env::var("DDBSTREAM_SEED") {
+        Ok(s) => vec![s.parse().expect("DDBSTREAM_SEED is a number")],
+        Err(_) => {
+            let n: u64 = std::env::var("DDBSTREAM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(default);
+            (1..=n).collect()
+        }
+    };
+    for seed in seeds {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(run(seed))));
+        if let Err(e) = result {
+            eprintln!("{what} failed for seed {seed}; rerun with DDBSTREAM_SEED={seed}");
+            std::panic::resume_unwind(e);
+        }
+    }
+}

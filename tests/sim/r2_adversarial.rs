@@ -27,7 +27,7 @@ use dynamodb_stream::lease::MemoryLeaseStore;
 use dynamodb_stream::sim::{FaultKind, FaultRule, Operation, Simulator};
 use dynamodb_stream::{Consumer, ConsumerEvent, GapPolicy, SequenceNumber};
 
-use crate::common::{check_bounded_gaps, gaps, Call, Events, Log, Pausable, Written};
+use crate::common::{check_bounded_gaps, gaps, run_seeds, Call, Events, Log, Pausable, Written};
 
 /// One consumer process: a worker of the lease group, or the only consumer.
 struct Process {
@@ -563,29 +563,5 @@ async fn run_seed(seed: u64) {
 
 #[test]
 fn adversarial_workloads() {
-    let seeds: Vec<u64> = match std::env::var("DDBSTREAM_SEED") {
-        Ok(s) => vec![s.parse().expect("DDBSTREAM_SEED is a number")],
-        Err(_) => {
-            let n: u64 = std::env::var("DDBSTREAM_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(300);
-            (1..=n).collect()
-        }
-    };
-    for seed in seeds {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("runtime");
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(run_seed(seed))));
-        if let Err(e) = result {
-            eprintln!(
-                "adversarial workload failed for seed {seed}; rerun with DDBSTREAM_SEED={seed}"
-            );
-            std::panic::resume_unwind(e);
-        }
-    }
+    run_seeds("adversarial workload", 300, run_seed);
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use dynamodb_stream::checkpoint::MemoryCheckpointStore;
 use dynamodb_stream::sim::{FaultKind, FaultRule, Operation, Simulator};
 
-use crate::common::{check_deliveries, periodic_check, start, Delivery, Log, Written};
+use crate::common::{check_deliveries, periodic_check, run_seeds, start, Delivery, Log, Written};
 
 fn complete(written: &Written, d: &[Delivery]) -> bool {
     let mut max: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
@@ -108,29 +108,5 @@ async fn run_seed(seed: u64) {
 
 #[test]
 fn randomized_workloads() {
-    let seeds: Vec<u64> = match std::env::var("DDBSTREAM_SEED") {
-        Ok(s) => vec![s.parse().expect("DDBSTREAM_SEED is a number")],
-        Err(_) => {
-            let n: u64 = std::env::var("DDBSTREAM_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(40);
-            (1..=n).collect()
-        }
-    };
-    for seed in seeds {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("runtime");
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(run_seed(seed))));
-        if let Err(e) = result {
-            eprintln!(
-                "randomized workload failed for seed {seed}; rerun with DDBSTREAM_SEED={seed}"
-            );
-            std::panic::resume_unwind(e);
-        }
-    }
+    run_seeds("randomized workload", 40, run_seed);
 }
