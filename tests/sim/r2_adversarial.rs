@@ -404,10 +404,6 @@ async fn run_seed(seed: u64) {
                 // A crash of one process, perhaps a long outage while it is down.
                 let i = run.rng.usize(0..workers);
                 drop(run.processes[i].consumer.take());
-                // What was delivered before a crash and not checkpointed is delivered again,
-                // perhaps only after a later graceful stop (a crashed worker's lease expires
-                // before another takes it).
-                last_crash_at = run.log.len();
                 if workers == 1 && run.rng.u32(0..3) == 0 {
                     let n = run.rng.usize(1..30);
                     run.write(n);
@@ -416,6 +412,11 @@ async fn run_seed(seed: u64) {
                     run.sim.advance(Duration::from_secs(25 * 3600));
                 }
                 run.spawn(i).await;
+                // What was delivered before a crash and not checkpointed is delivered again,
+                // perhaps only after a later graceful stop (a crashed worker's lease expires
+                // before another takes it). Counted once the killed consumer's last handler
+                // call could have returned.
+                last_crash_at = run.log.len();
             }
             75..=79 => {
                 // Every process stops gracefully, then starts again: nothing repeats.
