@@ -11,7 +11,7 @@ use crate::actors::{Outcome, Shared};
 use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore, StreamKey};
 use crate::config::{ConsumerConfig, GapPolicy};
 use crate::delivery::{FailureSink, KindFilter, RecordFilter, RetryPolicy};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeError};
 use crate::events::ConsumerEvent;
 use crate::handler::{handler_fn, DynHandler, Handler, HandlerFactory, ShardInfo};
 use crate::lease::LeaseStore;
@@ -424,10 +424,7 @@ impl ConsumerBuilder {
                 ))
             }
             Some((leases, _)) => {
-                leases
-                    .ensure_table()
-                    .await
-                    .map_err(|e| Error::Runtime(format!("lease table: {e}")))?;
+                leases.ensure_table().await.map_err(Error::Lease)?;
                 None
             }
             None => store.load(&key).await?,
@@ -491,13 +488,16 @@ impl ConsumerBuilder {
             },
         )
         .await
-        .map_err(|e| Error::Runtime(format!("cannot start the coordinator: {e}")))?;
+        .map_err(|e| {
+            Error::Runtime(RuntimeError::new("the coordinator did not start").with_source(e))
+        })?;
         if started.await.is_err() {
             // The coordinator stopped before positions were established: say why.
             let _ = join.await;
             let error = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
-            return Err(error
-                .unwrap_or_else(|| Error::Runtime("the consumer stopped while starting".into())));
+            return Err(error.unwrap_or_else(|| {
+                RuntimeError::new("the consumer stopped while starting").into()
+            }));
         }
         Ok(Consumer {
             coordinator,

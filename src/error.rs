@@ -296,9 +296,42 @@ pub enum Error {
         /// The table's current stream.
         current: String,
     },
-    /// The actor runtime failed (spawn failure, an actor died unexpectedly).
-    #[error("consumer runtime: {0}")]
-    Runtime(String),
+    /// The lease table failed or cannot be used (see [`LeaseError::is_retryable`]): a missing
+    /// or foreign table, access denied, corrupt leases.
+    ///
+    /// [`LeaseError::is_retryable`]: crate::lease::LeaseError::is_retryable
+    #[error(transparent)]
+    Lease(#[from] crate::lease::LeaseError),
+    /// A part of the consumer itself failed (an actor or task stopped, or did not answer).
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// A part of the consumer failed: which part, and the cause when there is one.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}{}", source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
+pub struct RuntimeError {
+    what: &'static str,
+    #[source]
+    source: Option<BoxError>,
+}
+
+impl RuntimeError {
+    /// `what` failed (e.g. "the checkpointer stopped").
+    pub fn new(what: &'static str) -> Self {
+        Self { what, source: None }
+    }
+
+    /// Attach the cause.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// What failed.
+    pub fn what(&self) -> &'static str {
+        self.what
+    }
 }
 
 impl Error {
@@ -307,6 +340,8 @@ impl Error {
         match self {
             Error::Source(e) => e.is_retryable(),
             Error::Checkpoint(e) => e.is_retryable(),
+            Error::Lease(e) => e.is_retryable(),
+            // An actor or task of the consumer broke down: a new consumer may well work.
             Error::Runtime(_) => true,
             Error::Gap(_)
             | Error::InvalidArgument(_)

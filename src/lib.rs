@@ -75,7 +75,7 @@ pub mod telemetry;
 
 pub use config::{ConsumerConfig, GapPolicy, LeaseConfig, RestartPolicy};
 pub use consumer::{Consumer, ConsumerBuilder, EVENT_CAPACITY};
-pub use error::{DecodeError, Error, HandlerError, Result};
+pub use error::{DecodeError, Error, HandlerError, Result, RuntimeError};
 pub use events::ConsumerEvent;
 pub use handler::{handler_fn, Batch, Handler, HandlerFn, ShardInfo};
 pub use position::StartPosition;

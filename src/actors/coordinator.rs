@@ -23,7 +23,7 @@ use super::worker::{ShardWorker, WorkerArgs, WorkerMsg};
 use super::{call, ExitSlot, Outcome, Shared, WorkerExit};
 use crate::checkpoint::{CheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey};
 use crate::config::backoff;
-use crate::error::{CheckpointError, CheckpointErrorKind, Error, SourceErrorKind};
+use crate::error::{CheckpointError, CheckpointErrorKind, Error, RuntimeError, SourceErrorKind};
 use crate::events::{ConsumerEvent, Gap, GapAction, GapKind, LostRange};
 use crate::handler::ShardInfo;
 use crate::lease::guard::LeaseGuard;
@@ -125,10 +125,10 @@ pub(crate) struct CoordinatorState {
 }
 
 impl CoordinatorState {
-    fn checkpointer(&self) -> Result<&ActorRef<CheckpointerMsg>, ActorProcessingErr> {
+    fn checkpointer(&self) -> Result<&ActorRef<CheckpointerMsg>, Error> {
         self.checkpointer
             .as_ref()
-            .ok_or_else(|| "checkpointer not started".into())
+            .ok_or_else(|| RuntimeError::new("the checkpointer is not running").into())
     }
 
     /// Mirror a shard's run state on the status board.
@@ -702,7 +702,7 @@ impl CoordinatorState {
     ///
     /// For `LATEST` the iterators are obtained here, before `spawn()` returns, and the bookmark
     /// is dated after them: every record written once `spawn()` returned is delivered.
-    async fn bootstrap(&mut self) -> Result<(), ActorProcessingErr> {
+    async fn bootstrap(&mut self) -> Result<(), Error> {
         let shards: Vec<Shard> = self.shards.values().map(|e| e.shard.clone()).collect();
         if self.shared.config.start_position == crate::StartPosition::Latest {
             for shard in shards.iter().filter(|s| !s.is_closed()) {
@@ -730,8 +730,10 @@ impl CoordinatorState {
             },
             Duration::from_secs(60),
         )
-        .await?
-        .map_err(|e| format!("cannot record the first start: {e}"))?;
+        .await
+        .map_err(|e| {
+            RuntimeError::new("the checkpointer did not record the first start").with_source(e)
+        })??;
         self.stored = Some(StreamCheckpoints {
             started_at_ms: self.started_at_ms,
             shards: BTreeMap::new(),
@@ -741,24 +743,19 @@ impl CoordinatorState {
 
     /// Lease mode, first discovery: create leases for every listed shard; on the very first start
     /// of the application on the stream (no leases yet), bookmark the start position in them.
-    async fn lease_setup(&mut self) -> Result<(), ActorProcessingErr> {
+    async fn lease_setup(&mut self) -> Result<(), Error> {
         let Some((store, _)) = self.shared.leases.clone() else {
             return Ok(());
         };
-        let existing = store
-            .list(&self.key)
-            .await
-            .map_err(|e| format!("listing leases: {e}"))?;
+        let existing = store.list(&self.key).await?;
         let first_start = existing.is_empty();
         let shards: Vec<Shard> = self.shards.values().map(|e| e.shard.clone()).collect();
         self.create_leases(&shards).await?;
         if first_start && self.shared.config.start_position == crate::StartPosition::Latest {
             let since = system_time_to_millis(self.shared.api.wall_clock());
-            let leases = store
-                .list(&self.key)
-                .await
-                .map_err(|e| format!("listing leases: {e}"))?;
+            let leases = store.list(&self.key).await?;
             let checkpointer = self.checkpointer()?.clone();
+            let no_answer = |e| RuntimeError::new("the checkpointer did not answer").with_source(e);
             for (id, cp) in initial_checkpoints(&shards, crate::StartPosition::Latest, since) {
                 let Some(lease) = leases
                     .iter()
@@ -774,7 +771,8 @@ impl CoordinatorState {
                     |reply| CheckpointerMsg::Take { lease, reply },
                     Duration::from_secs(60),
                 )
-                .await?;
+                .await
+                .map_err(no_answer)?;
                 if taken.is_err() {
                     continue;
                 }
@@ -784,22 +782,23 @@ impl CoordinatorState {
                     |reply| CheckpointerMsg::Save { updates, reply },
                     Duration::from_secs(60),
                 )
-                .await?
-                .map_err(|e| format!("bookmarking {id}: {e}"))?;
+                .await
+                .map_err(no_answer)??;
                 let shards = Some(vec![id]);
                 call(
                     &checkpointer,
                     |reply| CheckpointerMsg::Release { shards, reply },
                     Duration::from_secs(60),
                 )
-                .await?;
+                .await
+                .map_err(no_answer)?;
             }
         }
         Ok(())
     }
 
     /// Lease mode: a lease per shard (conditional on absence: other workers do the same).
-    async fn create_leases(&self, shards: &[Shard]) -> Result<(), ActorProcessingErr> {
+    async fn create_leases(&self, shards: &[Shard]) -> Result<(), Error> {
         let Some((store, _)) = &self.shared.leases else {
             return Ok(());
         };
@@ -815,9 +814,7 @@ impl CoordinatorState {
                             .await;
                         attempt += 1;
                     }
-                    Err(e) => {
-                        return Err(format!("creating the lease of {}: {e}", s.shard_id).into())
-                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
@@ -1013,7 +1010,7 @@ impl CoordinatorState {
     }
 
     /// A `LATEST` iterator, retrying transient errors (the first start cannot go on without it).
-    async fn latest_iterator(&self, shard_id: &str) -> Result<String, ActorProcessingErr> {
+    async fn latest_iterator(&self, shard_id: &str) -> Result<String, Error> {
         let mut attempt = 0;
         loop {
             let result = self
@@ -1035,7 +1032,7 @@ impl CoordinatorState {
                     crate::rt::sleep(backoff(c.retry_backoff, c.max_retry_backoff, attempt)).await;
                     attempt += 1;
                 }
-                Err(e) => return Err(format!("cannot open shard {shard_id} at LATEST: {e}").into()),
+                Err(e) => return Err(Error::Source(e)),
             }
         }
     }
@@ -1085,7 +1082,7 @@ impl CoordinatorState {
             if !self.validated {
                 self.validated = true;
                 if let Err(e) = self.lease_setup().await {
-                    self.fail(myself, Error::Runtime(format!("lease table: {e}")));
+                    self.fail(myself, e);
                     return Ok(());
                 }
                 myself.send_after(self.shared.config.lease.renew_interval, || {
@@ -1104,7 +1101,7 @@ impl CoordinatorState {
             self.validated = true;
             if self.stored.is_none() {
                 if let Err(e) = self.bootstrap().await {
-                    self.fail(myself, Error::Runtime(format!("first start: {e}")));
+                    self.fail(myself, e);
                     return Ok(());
                 }
             } else if let Some(error) = self.validate(myself).await? {
@@ -1271,7 +1268,11 @@ impl CoordinatorState {
             {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => self.record_error(Error::Checkpoint(e)),
-                Err(e) => self.record_error(Error::Runtime(format!("final checkpoint: {e}"))),
+                Err(e) => self.record_error(
+                    RuntimeError::new("the final checkpoint got no answer")
+                        .with_source(e)
+                        .into(),
+                ),
             }
         }
         if self.shared.leases.is_some() {
@@ -1525,7 +1526,11 @@ impl Actor for Coordinator {
             // Without a checkpointer nothing can be recorded: stop rather than run unrecorded.
             state.checkpointer = None;
             let e = panic.unwrap_or_else(|| "checkpointer stopped".into());
-            state.record_error(Error::Runtime(format!("checkpointer failed: {e}")));
+            state.record_error(
+                RuntimeError::new("the checkpointer failed")
+                    .with_source(e.clone())
+                    .into(),
+            );
             state.stopping = true;
             let error = Some(e);
             state.shared.emit(ConsumerEvent::Stopped { error });

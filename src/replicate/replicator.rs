@@ -9,7 +9,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::checkpoint::{CheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey};
 use crate::config::{backoff, ConsumerConfig};
-use crate::error::{CheckpointError, Error, HandlerError, Result, SourceErrorKind};
+use crate::error::{CheckpointError, Error, HandlerError, Result, RuntimeError, SourceErrorKind};
 use crate::events::ConsumerEvent;
 use crate::handler::{Batch, Handler};
 use crate::position::{initial_checkpoints, StartPosition};
@@ -353,18 +353,16 @@ impl Replicator {
                 ReplicaPhase::Live => return Ok(()),
                 ReplicaPhase::Stopped => {
                     self.join().await?;
-                    return Err(Error::Runtime(
-                        "the replicator stopped before catching up".into(),
-                    ));
+                    return Err(
+                        RuntimeError::new("the replicator stopped before catching up").into(),
+                    );
                 }
                 _ => {}
             }
             if status.changed().await.is_err() {
                 // The pipeline is gone without saying so: its outcome says why.
                 self.join().await?;
-                return Err(Error::Runtime(
-                    "the replicator stopped before catching up".into(),
-                ));
+                return Err(RuntimeError::new("the replicator stopped before catching up").into());
             }
         }
     }
@@ -375,7 +373,9 @@ impl Replicator {
         if let Some(task) = self.task.as_mut() {
             let r = match task.await {
                 Ok(r) => r,
-                Err(e) => Err(Error::Runtime(format!("replicator task failed: {e}"))),
+                Err(e) => Err(RuntimeError::new("the replicator task failed")
+                    .with_source(e)
+                    .into()),
             };
             self.task = None;
             self.outcome = Some(r);
@@ -567,7 +567,11 @@ impl Pipeline {
             let failure = match joined {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e),
-                Err(e) => Some(Error::Runtime(format!("scan segment task failed: {e}"))),
+                Err(e) => Some(
+                    RuntimeError::new("a scan segment task failed")
+                        .with_source(e)
+                        .into(),
+                ),
             };
             if let Some(e) = failure {
                 // Abandoned pages are harmless: each page is one transaction in the sink.
@@ -647,7 +651,7 @@ impl Pipeline {
                 }
                 r = &mut probe, if probing => Next::Probed(match r {
                     Ok(r) => r,
-                    Err(e) => Err(Error::Runtime(format!("stream probe failed: {e}"))),
+                    Err(e) => Err(RuntimeError::new("the stream probe failed").with_source(e).into()),
                 }),
             };
             match next {
@@ -968,7 +972,11 @@ async fn probe_targets(
             }
             Ok(Ok((_, None))) => {}
             Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(Error::Runtime(format!("stream probe task failed: {e}"))),
+            Err(e) => {
+                return Err(RuntimeError::new("the stream probe task failed")
+                    .with_source(e)
+                    .into())
+            }
         }
     }
     Ok(targets)

@@ -12,7 +12,7 @@ use rusqlite::{
 };
 
 use crate::checkpoint::{CheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey};
-use crate::error::{CheckpointError, CheckpointErrorKind, Error, Result};
+use crate::error::{CheckpointError, CheckpointErrorKind, Error, Result, RuntimeError};
 use crate::record::{item_key_string, AttributeValue, Item, SequenceNumber};
 use crate::source::BoxFuture;
 
@@ -159,7 +159,7 @@ impl SqliteReplica {
         let p = path.clone();
         let inner = tokio::task::spawn_blocking(move || open_sync(&p))
             .await
-            .map_err(|e| Error::Runtime(format!("replica open task failed: {e}")))??;
+            .map_err(|e| RuntimeError::new("the replica open task failed").with_source(e))??;
         Ok(Self {
             path,
             inner: Arc::new(Mutex::new(inner)),
@@ -220,7 +220,7 @@ impl SqliteReplica {
         let inner = self.inner.clone();
         let r = tokio::task::spawn_blocking(move || f(&mut lock(&inner)))
             .await
-            .map_err(|e| Error::Runtime(format!("replica task failed: {e}")))?;
+            .map_err(|e| RuntimeError::new("a replica task failed").with_source(e))?;
         Ok(r?)
     }
 
@@ -862,7 +862,7 @@ impl ReplicaSink for SqliteReplica {
                 scan_progress(&inner.conn).map_err(|e| Error::Checkpoint(io("read scan state", e)))
             })
             .await
-            .map_err(|e| Error::Runtime(format!("replica task failed: {e}")))?
+            .map_err(|e| RuntimeError::new("a replica task failed").with_source(e))?
         })
     }
 
