@@ -683,13 +683,20 @@ impl CoordinatorState {
             // Continue: consider it ended so its children can go on.
             let checkpointer = self.checkpointer()?.clone();
             let updates = vec![(shard_id.clone(), ShardCheckpoint::Ended)];
-            call(
+            let saved = call(
                 &checkpointer,
                 |reply| CheckpointerMsg::Save { updates, reply },
                 Duration::from_secs(60),
             )
-            .await?
-            .map_err(|e| e.to_string())?;
+            .await;
+            match saved {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Ok(Some(Error::Checkpoint(e))),
+                Err(e) => {
+                    let e = RuntimeError::new("the checkpointer did not answer").with_source(e);
+                    return Ok(Some(e.into()));
+                }
+            }
             if let Some(s) = self.stored.as_mut() {
                 s.shards.insert(shard_id, ShardCheckpoint::Ended);
             }
