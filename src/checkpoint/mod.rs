@@ -137,8 +137,13 @@ pub struct StreamCheckpoints {
 ///   [`Mismatch`](crate::error::CheckpointErrorKind::Mismatch)), never `None`: treating it as
 ///   empty would silently restart from the start position.
 /// - `save` is durable when it returns `Ok`: `started_at_ms` is recorded (if not yet) and every
-///   entry of `shards` replaces the stored one for that shard, all or nothing.
+///   entry of `shards` that is further along than the stored one
+///   ([`ShardCheckpoint::advances`]) replaces it, all or nothing. An entry that is not further
+///   along is ignored, not an error: a checkpoint never moves backwards, whoever saves (a
+///   restarted worker re-acknowledging, a late write racing a newer one).
 /// - Saving the same state twice is harmless (idempotent).
+///
+/// `tests/stores/` runs one contract suite against every store of this crate.
 pub trait CheckpointStore: Send + Sync + 'static {
     /// Everything stored for `key`.
     fn load(
@@ -210,5 +215,9 @@ pub(crate) fn merge(
             started_at_ms,
             shards: BTreeMap::new(),
         });
-    entry.shards.extend(shards);
+    for (shard, checkpoint) in shards {
+        if ShardCheckpoint::advances(entry.shards.get(&shard), &checkpoint) {
+            entry.shards.insert(shard, checkpoint);
+        }
+    }
 }
