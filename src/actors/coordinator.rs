@@ -861,11 +861,11 @@ impl CoordinatorState {
         .into_iter()
         .collect();
         let now = system_time_to_millis(self.shared.api.wall_clock());
-        let by_id: HashMap<&str, &crate::lease::Lease> =
-            leases.iter().map(|l| (l.shard_id.as_str(), l)).collect();
-        let ended = |l: &crate::lease::Lease| matches!(l.checkpoint, Some(ShardCheckpoint::Ended));
         // Shards ended by any worker are ended here too (lineage, status, completion).
-        for l in leases.iter().filter(|l| ended(l)) {
+        for l in leases
+            .iter()
+            .filter(|l| matches!(l.checkpoint, Some(ShardCheckpoint::Ended)))
+        {
             if let Some(e) = self.shards.get_mut(&l.shard_id) {
                 if e.run == Run::Unowned {
                     e.run = Run::Ended;
@@ -873,83 +873,20 @@ impl CoordinatorState {
                 }
             }
         }
-        let active: Vec<&crate::lease::Lease> = leases.iter().filter(|l| !ended(l)).collect();
-        let live = |l: &crate::lease::Lease| l.owner.is_some() && l.expires_at_ms > now;
-        let mut load: HashMap<String, usize> = HashMap::new();
-        for l in active.iter().filter(|l| live(l)) {
-            if let Some(o) = &l.owner {
-                *load.entry(o.clone()).or_default() += 1;
-            }
-        }
-        load.insert(
-            me.clone(),
-            held.iter()
-                .filter(|s| by_id.get(s.as_str()).is_some_and(|l| !ended(l)))
-                .count(),
-        );
-        let workers = load.len().max(1);
-        let cfg = &self.shared.config.lease;
-        let target = active
-            .len()
-            .div_ceil(workers)
-            .min(cfg.max_leases_per_worker);
-        let mine = load.get(&me).copied().unwrap_or(0);
-        if mine >= target {
-            return Ok(());
-        }
-        let parents_done = |l: &crate::lease::Lease| {
-            l.parent_shard_ids
-                .iter()
-                .all(|p| by_id.get(p.as_str()).is_none_or(|pl| ended(pl)))
-        };
         // Only a shard with no worker of its own here may be taken (`Unowned`): one whose lease
         // was just found lost keeps its state until its worker stopped. Never two workers on
         // one shard in one process.
-        let takeable = |l: &crate::lease::Lease| {
-            self.shards
-                .get(&l.shard_id)
-                .is_some_and(|e| e.run == Run::Unowned)
+        let cfg = &self.shared.config.lease;
+        let limits = crate::lease::plan::Limits {
+            max_leases_per_worker: cfg.max_leases_per_worker,
+            max_steals_per_round: cfg.max_steals_per_round,
         };
-        let mut candidates: Vec<&crate::lease::Lease> = active
-            .iter()
-            .copied()
-            .filter(|l| !held.contains(&l.shard_id) && !live(l) && parents_done(l))
-            .filter(|l| takeable(l))
-            .collect();
-        // Free leases first, then the longest expired.
-        candidates.sort_by_key(|l| (l.owner.is_some(), l.expires_at_ms));
-        let mut wanted = target - mine;
-        let mut takes: Vec<(crate::lease::Lease, Option<String>)> = candidates
-            .into_iter()
-            .take(wanted)
-            .map(|l| (l.clone(), None))
-            .collect();
-        wanted -= takes.len();
-        if wanted > 0 {
-            // Steal, gradually, from the busiest workers above the fair share.
-            let mut steals = 0;
-            let mut owners: Vec<(String, usize)> = load
-                .iter()
-                .filter(|(o, n)| **o != me && **n > target)
-                .map(|(o, n)| (o.clone(), *n))
-                .collect();
-            owners.sort_by_key(|o| std::cmp::Reverse(o.1));
-            for (owner, _) in owners {
-                if steals >= cfg.max_steals_per_round.min(wanted) {
-                    break;
-                }
-                if let Some(l) = active.iter().find(|l| {
-                    l.owner.as_deref() == Some(owner.as_str())
-                        && live(l)
-                        && !held.contains(&l.shard_id)
-                        && takeable(l)
-                }) {
-                    takes.push(((*l).clone(), Some(owner)));
-                    steals += 1;
-                }
-            }
-        }
-        for (lease, stolen_from) in takes {
+        let takes = crate::lease::plan::plan(&leases, &held, &me, now, limits, |shard| {
+            self.shards
+                .get(shard)
+                .is_some_and(|e| e.run == Run::Unowned)
+        });
+        for crate::lease::plan::Take { lease, stolen_from } in takes {
             let shard_id = lease.shard_id.clone();
             // The previous owner's term, when it was live: it may deliver until then.
             let owner_term = stolen_from.as_ref().map(|_| lease.expires_at_ms);

@@ -66,6 +66,7 @@
 mod dynamodb;
 pub(crate) mod guard;
 mod memory;
+pub(crate) mod plan;
 
 use std::fmt;
 
