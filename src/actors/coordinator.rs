@@ -1157,6 +1157,10 @@ impl CoordinatorState {
                     .filter(|s| s.parent_shard_id.as_deref() == Some(parent.as_str()))
                     .collect();
                 let new = self.merge(children, false);
+                if self.shared.leases.is_none() && !new.is_empty() {
+                    // Known before they are read, so one that vanishes unread is named.
+                    self.record_discovered().await;
+                }
                 if self.shared.leases.is_some() && !new.is_empty() {
                     let shards: Vec<Shard> = new
                         .iter()
