@@ -125,6 +125,16 @@ pub struct ConsumerConfig {
     /// A held shard iterator older than this is replaced (from the last read sequence number)
     /// before use, so a slow handler never lets it expire. Default 10 min (iterators live 15).
     pub iterator_refresh_age: Duration,
+    /// The wait between GetRecords calls of a shard that is *behind* — its last page was full,
+    /// or its newest record older than `catch_up_lag` — so a backlog drains at the machine's
+    /// speed instead of at `min_poll_interval`'s 5 pages a second. Throttling slows that shard
+    /// down (doubling from `min_poll_interval`, with jitter) and it climbs back by halving its
+    /// wait with every page that follows. Set it to `min_poll_interval` to keep the old pace.
+    /// Default 0: at once.
+    pub catch_up_poll_interval: Duration,
+    /// A page whose newest record is older than this counts as behind even when it is not full
+    /// (a page cut by the 1 MB limit). Default 10 s.
+    pub catch_up_lag: Duration,
     /// First backoff after a throttled or failed GetRecords; doubles up to `max_retry_backoff`,
     /// with jitter. Default 200 ms.
     pub retry_backoff: Duration,
@@ -186,6 +196,8 @@ impl Default for ConsumerConfig {
             checkpoint_interval: Duration::from_secs(1),
             handler_timeout: Duration::from_secs(300),
             iterator_refresh_age: Duration::from_secs(600),
+            catch_up_poll_interval: Duration::ZERO,
+            catch_up_lag: Duration::from_secs(10),
             retry_backoff: Duration::from_millis(200),
             max_retry_backoff: Duration::from_secs(10),
             latest_bookmark_margin: Duration::from_secs(120),

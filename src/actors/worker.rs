@@ -38,6 +38,9 @@ use crate::status::ShardState;
 /// service the horizon can move between GetShardIterator and GetRecords.
 const UNREADABLE_AFTER: u32 = 3;
 
+/// A page this large was cut by the service's 1 MB limit: more records are waiting.
+const FULL_PAGE_BYTES: u64 = 900 * 1024;
+
 pub(crate) struct ShardWorker;
 
 pub(crate) struct WorkerArgs {
@@ -144,6 +147,11 @@ pub(crate) struct WorkerState {
     fetch: Option<crate::rt::JoinHandle<()>>,
     last_poll: Option<Instant>,
     retries: u32,
+    /// The last page said the shard is behind: poll again without the polite pace (I7).
+    catching_up: bool,
+    /// The wait between catch-up polls since throttling: doubles on every throttle, halves with
+    /// every page that follows, so a throttled shard climbs back gradually.
+    throttle_pace: Duration,
 }
 
 /// What to do after a page or an error.
@@ -169,12 +177,17 @@ impl WorkerState {
         if self.poll_timer.is_some() || self.fetch.is_some() || !self.reading() {
             return;
         }
-        // Pace: never two GetRecords on one shard closer than `min_poll_interval` (I7).
+        // Pace (I7): a shard that is behind reads again after `catch_up_poll_interval` (at once
+        // by default), slowed only by recent throttling; otherwise never two GetRecords closer
+        // than `min_poll_interval`.
+        let cfg = &self.shared.config;
+        let spacing = if self.catching_up {
+            cfg.catch_up_poll_interval.max(self.throttle_pace)
+        } else {
+            cfg.min_poll_interval
+        };
         let paced = match self.last_poll {
-            Some(t) => {
-                let earliest = t + self.shared.config.min_poll_interval;
-                delay.max(earliest.saturating_duration_since(Instant::now()))
-            }
+            Some(t) => delay.max((t + spacing).saturating_duration_since(Instant::now())),
             None => delay,
         };
         if paced.is_zero() {
@@ -384,7 +397,9 @@ impl WorkerState {
         let delivering = !page.records.is_empty();
         let wall = self.shared.api.wall_clock();
         let page_len = page.records.len();
-        let full = page_len >= cfg.max_records_per_call as usize;
+        // Full: as many records as asked for, or close to the 1 MB a page holds at most.
+        let bytes: u64 = page.records.iter().map(|r| r.size_bytes()).sum();
+        let full = page_len >= cfg.max_records_per_call as usize || bytes >= FULL_PAGE_BYTES;
         let new_records = self.deliver(page.records)?;
         let in_flight_records = self.in_flight_records();
         let in_flight_pages = self.in_flight.len();
@@ -422,7 +437,17 @@ impl WorkerState {
         };
         self.iterator = Some((next, now));
         self.phase = Phase::Reading;
-        Ok(if full {
+        let old = times
+            .1
+            .and_then(|t| wall.duration_since(t).ok())
+            .is_some_and(|age| age > cfg.catch_up_lag);
+        self.catching_up = full || old;
+        // Climb back after throttling: half the wait with every page.
+        self.throttle_pace /= 2;
+        if self.throttle_pace < Duration::from_millis(1) {
+            self.throttle_pace = Duration::ZERO;
+        }
+        Ok(if self.catching_up {
             Step::Again(Duration::ZERO)
         } else if page_len > 0 {
             Step::Again(cfg.min_poll_interval)
@@ -496,6 +521,12 @@ impl WorkerState {
             SourceErrorKind::Throttled | SourceErrorKind::Retryable => {
                 // The iterator is still good: retry with it.
                 self.iterator = iterator.map(|it| (it, Instant::now()));
+                if e.kind() == SourceErrorKind::Throttled {
+                    let cfg = &self.shared.config;
+                    self.throttle_pace = (self.throttle_pace * 2)
+                        .max(cfg.min_poll_interval)
+                        .min(cfg.max_retry_backoff);
+                }
                 let wait = self.retry_delay();
                 tracing::warn!(%shard, error = %e, retry_in = ?wait, attempt = self.retries, "{op} failed; backing off");
                 Ok(Step::Again(wait))
@@ -686,6 +717,8 @@ impl Actor for ShardWorker {
             fetch: None,
             last_poll: None,
             retries: 0,
+            catching_up: false,
+            throttle_pace: Duration::ZERO,
         })
     }
 

@@ -65,6 +65,33 @@ enum StartFrom {
     TrimHorizon,
 }
 
+/// How shards are polled (the library's defaults, docs/semantics.md "Pace").
+#[derive(Debug, Clone, Args)]
+struct PollArgs {
+    /// Wait between GetRecords of a shard that is behind (a backlog): 0 reads at once.
+    #[arg(long, value_name = "MS", default_value_t = 0, help_heading = "Polling")]
+    catch_up_poll_interval: u64,
+
+    /// Wait between GetRecords of a shard that keeps up (its last page held records).
+    #[arg(long, value_name = "MS", default_value_t = 200, help_heading = "Polling",
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    min_poll_interval: u64,
+
+    /// Wait after an empty page: how soon a write to a quiet shard is seen.
+    #[arg(long, value_name = "MS", default_value_t = 400, help_heading = "Polling",
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    idle_poll_interval: u64,
+}
+
+impl PollArgs {
+    fn apply(&self, c: &mut dynamodb_stream::ConsumerConfig) {
+        use std::time::Duration;
+        c.catch_up_poll_interval = Duration::from_millis(self.catch_up_poll_interval);
+        c.min_poll_interval = Duration::from_millis(self.min_poll_interval);
+        c.idle_poll_interval = Duration::from_millis(self.idle_poll_interval);
+    }
+}
+
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("stream").required(true).args(["table", "stream_arn"])))]
 struct TailArgs {
@@ -97,6 +124,9 @@ struct TailArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10, requires = "lease_table",
           value_parser = clap::value_parser!(u64).range(2..=3600))]
     lease_duration: u64,
+
+    #[command(flatten)]
+    poll: PollArgs,
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +152,9 @@ struct ReplicateArgs {
     /// Items per Scan page (default: 1 MB pages). For tests of interrupted scans.
     #[arg(long, hide = true)]
     scan_page_limit: Option<u32>,
+
+    #[command(flatten)]
+    poll: PollArgs,
 }
 
 #[derive(Debug, Args)]

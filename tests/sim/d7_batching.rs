@@ -107,10 +107,11 @@ async fn full_batches_span_pages() {
 
 #[tokio::test(start_paused = true)]
 async fn the_window_hands_over_what_it_gathered() {
-    // Read at 5 pages of 20 a second: 250 records take longer than the 2 s window, which hands
-    // over about 200 at a time.
+    // Read at 5 pages of 20 a second (catch-up slowed to the polite pace): 250 records take
+    // longer than the 2 s window, which hands over about 200 at a time.
     let (calls, pages) = trickle(20, 15, 40, 250, Duration::from_secs(2), |c| {
         c.max_records_per_call = 20;
+        c.catch_up_poll_interval = c.min_poll_interval;
     })
     .await;
     let sizes: Vec<usize> = calls.iter().map(|c| c.records.len()).collect();

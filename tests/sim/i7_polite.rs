@@ -1,5 +1,7 @@
-//! I7: at most 5 GetRecords per second per shard, idle shards polled at the idle interval,
-//! throttling and errors retried with backoff — and nothing lost or duplicated because of them.
+//! I7: polite and fast when behind — a shard with a backlog reads again at once, a shard that
+//! keeps up stays within 5 GetRecords a second, idle shards are polled at the idle interval
+//! within a consumer-wide budget, throttling and errors are retried with backoff — and nothing
+//! is lost or duplicated because of them.
 
 use std::time::Duration;
 
@@ -141,4 +143,43 @@ async fn idle_polling_of_a_wide_stream_stays_within_its_budget() {
     )
     .await;
     consumer.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backlog_is_read_at_once_and_a_caught_up_shard_politely() {
+    let sim = Simulator::builder()
+        .initial_shards(1)
+        .records_page_limit(100)
+        .seed(16)
+        .build();
+    let mut written = Written::default();
+    for i in 0..3_000 {
+        written.put(&sim, &format!("k{}", i % 500));
+    }
+    let log = Log::new();
+    let store = MemoryCheckpointStore::new();
+    let (consumer, _) = start(&sim, &log, &store, |c| c.max_records_per_call = 100).await;
+    periodic_check(
+        || log.len() == 3_000,
+        Duration::from_secs(60),
+        "the backlog",
+    )
+    .await;
+    let shard = sim.open_shards()[0].clone();
+    let times = sim.get_records_call_times(&shard);
+    // 30 full pages: read one after the other, not 200 ms apart (which would take 6 s).
+    assert!(times.len() >= 30, "{} calls", times.len());
+    let backlog = times[29] - times[0];
+    assert!(
+        backlog < ConsumerConfig::default().min_poll_interval * 5,
+        "30 pages took {backlog:?} of simulated time"
+    );
+    // Caught up: polite again, one call per idle interval.
+    let before = sim.get_records_call_times(&shard).len();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle = sim.get_records_call_times(&shard).len() - before;
+    let per_idle = 10_000 / ConsumerConfig::default().idle_poll_interval.as_millis() as usize;
+    assert!(idle <= per_idle + 2, "{idle} calls in 10 idle seconds");
+    consumer.shutdown().await.expect("shutdown");
+    check_deliveries(&written, &log.snapshot(), true);
 }

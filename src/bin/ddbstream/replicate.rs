@@ -32,8 +32,10 @@ pub(crate) async fn run(
     let info = info.map_err(describe)?;
     check_table(&info).map_err(describe)?;
     let sink = SqliteReplica::open(&args.db).await.map_err(describe)?;
-    let mut builder =
-        Replicator::builder(dynamodb, streams, &args.table, sink).segments(args.segments);
+    let poll = args.poll.clone();
+    let mut builder = Replicator::builder(dynamodb, streams, &args.table, sink)
+        .segments(args.segments)
+        .configure(move |c| poll.apply(c));
     if let Some(limit) = args.scan_page_limit {
         builder = builder.scan_page_limit(limit);
     }

@@ -68,8 +68,10 @@ pub(crate) async fn run(aws: &SdkConfig, args: TailArgs, mut stop: Stop) -> Resu
         closed_notify: Notify::new(),
     });
     let handler_printer = printer.clone();
+    let poll = args.poll.clone();
     let mut builder = builder
         .application_name(APPLICATION)
+        .configure(move |c| poll.apply(c))
         .start_from(match args.from {
             StartFrom::Latest => StartPosition::Latest,
             StartFrom::TrimHorizon => StartPosition::TrimHorizon,
@@ -88,6 +90,7 @@ pub(crate) async fn run(aws: &SdkConfig, args: TailArgs, mut stop: Stop) -> Resu
         builder = builder.leases(store, worker).configure(|c| {
             c.lease.lease_duration = duration;
             c.lease.renew_interval = duration / 3;
+            c.lease.safety_margin = duration / 5;
         });
     }
     let events = builder.events();
