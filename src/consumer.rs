@@ -61,6 +61,37 @@ pub struct Consumer {
     stopped: bool,
     board: Arc<StatusBoard>,
     api: Arc<dyn StreamsApi>,
+    leases: bool,
+}
+
+/// What a consumer handled: the result of [`ConsumerBuilder::run_once`], or
+/// [`Consumer::report`] at any time.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct RunReport {
+    /// Records acknowledged by the handler, per shard, in this run (records delivered again
+    /// after a restart count again; filtered-out records count too, being acknowledged).
+    pub records: std::collections::BTreeMap<String, u64>,
+    /// Every gap reported, in order.
+    pub gaps: Vec<crate::events::Gap>,
+}
+
+impl RunReport {
+    /// Records acknowledged in all shards together.
+    pub fn total_records(&self) -> u64 {
+        self.records.values().sum()
+    }
+
+    fn from_board(board: &StatusBoard) -> Self {
+        board.view(|shards, meta| Self {
+            records: shards
+                .iter()
+                .filter(|(_, e)| e.records > 0)
+                .map(|(id, e)| (id.clone(), e.records))
+                .collect(),
+            gaps: meta.gaps.clone(),
+        })
+    }
 }
 
 impl std::fmt::Debug for Consumer {
@@ -134,6 +165,67 @@ impl Consumer {
         self.board.health()
     }
 
+    /// A future that resolves once the consumer has caught up with the stream as it is now:
+    /// every shard that exists now has been read and acknowledged up to where the stream stood
+    /// at this call, children of shards that end meanwhile included. The consumer goes on
+    /// reading; the future only says when that point is passed.
+    ///
+    /// A shard counts as caught up when everything handed to its handler is acknowledged and a
+    /// GetRecords sent after this call found no more records, or a record written after this
+    /// call was acknowledged (its approximate creation time is later than the wall clock now,
+    /// so a busy shard that never runs empty still gets there).
+    ///
+    /// Errors: a quarantined shard ([`Error::Quarantined`]), a shard stopped by a gap
+    /// ([`Error::Gap`]), a consumer that stopped before it got there (its own error comes from
+    /// [`join`](Self::join) or [`shutdown`](Self::shutdown)), or a consumer sharing the stream
+    /// through leases ([`Error::InvalidArgument`]: other workers read some of the shards).
+    ///
+    /// ```no_run
+    /// # async fn f(consumer: dynamodb_stream::Consumer) -> dynamodb_stream::Result<()> {
+    /// consumer.caught_up().await?; // everything written before this line was handled
+    /// consumer.shutdown().await?; // and its checkpoint is durable
+    /// # Ok(()) }
+    /// ```
+    pub fn caught_up(&self) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        self.caught_up_since(crate::rt::Instant::now(), self.api.wall_clock())
+    }
+
+    /// [`caught_up`](Self::caught_up) as of an earlier moment.
+    pub(crate) fn caught_up_since(
+        &self,
+        asked: crate::rt::Instant,
+        asked_wall: std::time::SystemTime,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        self.caught_up_reporting(asked, asked_wall, |_| {})
+    }
+
+    /// [`caught_up_since`](Self::caught_up_since), telling `on_progress` how many shards are not
+    /// caught up yet whenever that is evaluated.
+    pub(crate) fn caught_up_reporting(
+        &self,
+        asked: crate::rt::Instant,
+        asked_wall: std::time::SystemTime,
+        on_progress: impl FnMut(usize) + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        let board = self.board.clone();
+        let leases = self.leases;
+        async move {
+            if leases {
+                return Err(Error::InvalidArgument(
+                    "caught_up is not available with leases: other workers read some of the \
+                     shards"
+                        .into(),
+                ));
+            }
+            crate::catch_up::wait(board, asked, asked_wall, on_progress).await
+        }
+    }
+
+    /// What this consumer handled so far: records acknowledged per shard, and every gap.
+    pub fn report(&self) -> RunReport {
+        RunReport::from_board(&self.board)
+    }
+
     /// Wait until the consumer stops by itself: an error (a gap under [`GapPolicy::Fail`], a
     /// quarantine with `stop_consumer_on_quarantine`, a corrupt or foreign checkpoint, a stream
     /// that vanished), or a disabled stream read to its end (`Ok`).
@@ -172,6 +264,8 @@ impl Consumer {
             self.coordinator.kill();
             self.stopped = true;
         }
+        // A killed actor runs no `post_stop`: tell those waiting on the board here.
+        self.board.update_meta(|m| m.closed = true);
     }
 
     fn take_outcome(&self) -> Result<()> {
@@ -460,6 +554,7 @@ impl ConsumerBuilder {
             .unwrap_or_else(|| opentelemetry::global::meter("dynamodb-stream"));
         let metrics = Metrics::new(&meter, board.clone());
         let api = self.api.clone();
+        let leases = self.leases.is_some();
         let shared = Arc::new(Shared {
             board: board.clone(),
             metrics,
@@ -508,7 +603,51 @@ impl ConsumerBuilder {
             stopped: false,
             board,
             api,
+            leases,
         })
+    }
+
+    /// Read until caught up, then stop: spawn, wait until every shard that exists now has been
+    /// read and acknowledged up to where the stream stands now (children of shards that end
+    /// meanwhile included; see [`Consumer::caught_up`]), take the final checkpoint and stop. The
+    /// pull style of a cron job or a serverless function: called again later with the same
+    /// checkpoint store, it continues where this run stopped, so repeated runs deliver every
+    /// record, each once when nothing fails. A shard that receives writes the whole time does not
+    /// keep it running: it reads up to the moment it was called.
+    ///
+    /// Not available with leases. The first run on a stream starts where
+    /// [`start_from`](Self::start_from) says.
+    ///
+    /// ```
+    /// use dynamodb_stream::{checkpoint::MemoryCheckpointStore, sim::Simulator, Batch, Consumer, HandlerError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sim = Simulator::new();
+    /// let store = MemoryCheckpointStore::new();
+    /// let run = || {
+    ///     Consumer::builder(sim.clone(), sim.stream_arn())
+    ///         .checkpoints(store.clone())
+    ///         .handler_fn(|batch: Batch| async move { Ok::<(), HandlerError>(()) })
+    ///         .run_once()
+    /// };
+    /// sim.put_item(serde_dynamo::to_item(serde_json::json!({"pk": "a"}))?)?;
+    /// assert_eq!(run().await?.total_records(), 1);
+    /// sim.put_item(serde_dynamo::to_item(serde_json::json!({"pk": "b"}))?)?;
+    /// assert_eq!(run().await?.total_records(), 1); // only what is new
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_once(self) -> Result<RunReport> {
+        let asked = crate::rt::Instant::now();
+        let asked_wall = self.api.wall_clock();
+        let consumer = self.spawn().await?;
+        let caught_up = consumer.caught_up_since(asked, asked_wall).await;
+        let board = consumer.board.clone();
+        // The consumer's own error (a gap under GapPolicy::Fail, a failed store) says more than
+        // "stopped before it caught up".
+        consumer.shutdown().await?;
+        caught_up?;
+        Ok(RunReport::from_board(&board))
     }
 }
 

@@ -54,6 +54,7 @@ mod actors;
 mod aws_error;
 #[cfg(all(feature = "aws", target_arch = "wasm32", target_os = "unknown"))]
 pub mod browser;
+mod catch_up;
 pub mod checkpoint;
 mod config;
 mod consumer;
@@ -74,7 +75,7 @@ pub mod status;
 pub mod telemetry;
 
 pub use config::{ConsumerConfig, GapPolicy, LeaseConfig, RestartPolicy};
-pub use consumer::{Consumer, ConsumerBuilder, EVENT_CAPACITY};
+pub use consumer::{Consumer, ConsumerBuilder, RunReport, EVENT_CAPACITY};
 pub use error::{DecodeError, Error, HandlerError, Result, RuntimeError};
 pub use events::ConsumerEvent;
 pub use handler::{handler_fn, Batch, Handler, HandlerFn, ShardInfo};

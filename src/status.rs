@@ -133,6 +133,9 @@ pub(crate) struct Entry {
     /// When the oldest running handler call started, per lane.
     pub(crate) calls: BTreeMap<usize, Instant>,
     pub(crate) ended_at: Option<Instant>,
+    /// When the last GetRecords that found the open shard empty was sent, by this incarnation
+    /// of its worker (a restart forgets it: records of the failed one are read again).
+    pub(crate) empty_poll_started: Option<Instant>,
     pub(crate) in_flight_records: usize,
     pub(crate) in_flight_pages: usize,
     /// [`Entry::lag`] as last computed inside the runtime, for metric callbacks (which run on
@@ -141,7 +144,7 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    fn new(parent: Option<String>) -> Self {
+    pub(crate) fn new(parent: Option<String>) -> Self {
         Self {
             parent,
             state: ShardState::WaitingOnParent,
@@ -155,6 +158,7 @@ impl Entry {
             running_since: None,
             calls: BTreeMap::new(),
             ended_at: None,
+            empty_poll_started: None,
             in_flight_records: 0,
             in_flight_pages: 0,
             lag_cached: None,
@@ -174,11 +178,36 @@ impl Entry {
     }
 }
 
-/// The shared status of one consumer.
+/// What the board knows beyond single shards.
 #[derive(Debug, Default)]
+pub(crate) struct Meta {
+    /// The stream is disabled: shards that end have no children.
+    pub(crate) stream_disabled: bool,
+    /// The consumer stopped (or is being killed): nothing on the board moves any more.
+    pub(crate) closed: bool,
+    /// Every gap reported, in order.
+    pub(crate) gaps: Vec<crate::events::Gap>,
+}
+
+/// The shared status of one consumer.
+#[derive(Debug)]
 pub(crate) struct StatusBoard {
     shards: Mutex<BTreeMap<String, Entry>>,
+    meta: Mutex<Meta>,
     problems: Mutex<Vec<HealthProblem>>,
+    /// Bumped by every change, for those who wait for one ([`StatusBoard::changes`]).
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for StatusBoard {
+    fn default() -> Self {
+        Self {
+            shards: Mutex::default(),
+            meta: Mutex::default(),
+            problems: Mutex::default(),
+            changed: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl StatusBoard {
@@ -193,7 +222,10 @@ impl StatusBoard {
         let entry = shards
             .entry(shard_id.to_owned())
             .or_insert_with(|| Entry::new(parent.cloned()));
-        f(entry)
+        let r = f(entry);
+        drop(shards);
+        self.bump();
+        r
     }
 
     pub(crate) fn remove(&self, shard_id: &str) {
@@ -201,6 +233,30 @@ impl StatusBoard {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(shard_id);
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A receiver that sees a change whenever the board changes.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Change what the board knows beyond single shards.
+    pub(crate) fn update_meta<R>(&self, f: impl FnOnce(&mut Meta) -> R) -> R {
+        let r = f(&mut self.meta.lock().unwrap_or_else(|p| p.into_inner()));
+        self.bump();
+        r
+    }
+
+    /// Read the shards and the rest together (shards locked first, as everywhere).
+    pub(crate) fn view<R>(&self, f: impl FnOnce(&BTreeMap<String, Entry>, &Meta) -> R) -> R {
+        let shards = self.shards.lock().unwrap_or_else(|p| p.into_inner());
+        let meta = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        f(&shards, &meta)
     }
 
     pub(crate) fn with_all<R>(&self, f: impl FnOnce(&BTreeMap<String, Entry>) -> R) -> R {

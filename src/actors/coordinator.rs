@@ -142,6 +142,10 @@ impl CoordinatorState {
             if let Some(err) = error {
                 e.last_error = Some(err.to_owned());
             }
+            if state != ShardState::Reading && state != ShardState::CaughtUp {
+                // What the next worker reads is read again: no earlier empty poll counts.
+                e.empty_poll_started = None;
+            }
             if state == ShardState::Ended {
                 e.ended_at = Some(Instant::now());
                 e.unacked_pages.clear();
@@ -1022,6 +1026,13 @@ impl CoordinatorState {
         };
         self.discover_failures = 0;
         let new = self.merge(description.shards, true);
+        let disabled = matches!(
+            description.stream_status,
+            StreamStatus::Disabled | StreamStatus::Disabling
+        );
+        if disabled {
+            self.shared.board.update_meta(|m| m.stream_disabled = true);
+        }
         if self.shared.leases.is_some() {
             if !self.validated {
                 self.validated = true;
@@ -1053,11 +1064,7 @@ impl CoordinatorState {
                 return Ok(());
             }
         }
-        if matches!(
-            description.stream_status,
-            StreamStatus::Disabled | StreamStatus::Disabling
-        ) && !self.stream_disabled
-        {
+        if disabled && !self.stream_disabled {
             self.stream_disabled = true;
             tracing::info!(stream = %self.shared.stream_arn, "stream disabled; reading remaining shards to their end");
             self.shared.emit(ConsumerEvent::StreamDisabled);
@@ -1442,6 +1449,16 @@ impl Actor for Coordinator {
                 let _ = reply.send(());
             }
         }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Whoever waits for the board to move (a caught-up question) learns it never will.
+        state.shared.board.update_meta(|m| m.closed = true);
         Ok(())
     }
 

@@ -71,6 +71,7 @@ impl Shared {
             1,
             &[opentelemetry::KeyValue::new("kind", format!("{kind:?}"))],
         );
+        self.board.update_meta(|m| m.gaps.push(gap.clone()));
         self.emit(ConsumerEvent::Gap(gap.clone()));
         gap
     }

@@ -82,6 +82,8 @@ pub(crate) struct Fetched {
     iterator: Option<String>,
     /// Where a fresh iterator was opened, when one was.
     opened: Option<IteratorPosition>,
+    /// When the GetRecords was sent (when the GetShardIterator failed: when that was).
+    started: Instant,
     result: Result<RecordsPage, (&'static str, SourceError)>,
 }
 
@@ -257,6 +259,7 @@ impl WorkerState {
         );
         let worker = myself.clone();
         let task = async move {
+            let started = Instant::now();
             let (iterator, opened) = match open {
                 Err(iterator) => (iterator, None),
                 Ok(position) => {
@@ -269,6 +272,7 @@ impl WorkerState {
                             let _ = worker.cast(WorkerMsg::Fetched(Fetched {
                                 iterator: None,
                                 opened: None,
+                                started,
                                 result: Err(("GetShardIterator", e)),
                             }));
                             return;
@@ -284,6 +288,7 @@ impl WorkerState {
             let _ = worker.cast(WorkerMsg::Fetched(Fetched {
                 iterator: Some(iterator),
                 opened,
+                started,
                 result: result.map_err(|e| ("GetRecords", e)),
             }));
         };
@@ -314,7 +319,7 @@ impl WorkerState {
                 if let Some(first) = page.records.first() {
                     self.anchor(first.sequence_number()).await?;
                 }
-                self.on_page(page)
+                self.on_page(page, fetched.started)
             }
             Err((op, e)) => self.on_source_error(op, e, fetched.iterator),
         }
@@ -351,7 +356,7 @@ impl WorkerState {
         Ok(())
     }
 
-    fn on_page(&mut self, page: RecordsPage) -> Result<Step, WorkerFailure> {
+    fn on_page(&mut self, page: RecordsPage, sent: Instant) -> Result<Step, WorkerFailure> {
         let shared = self.shared.clone();
         let cfg = &shared.config;
         self.retries = 0;
@@ -409,6 +414,9 @@ impl WorkerState {
             |e| {
                 e.last_poll_ok = Some(now);
                 e.caught_up = open_and_empty;
+                if open_and_empty {
+                    e.empty_poll_started = Some(sent);
+                }
                 if delivering && new_records {
                     e.unacked_pages.push_back(times);
                 }
@@ -759,6 +767,7 @@ impl Actor for ShardWorker {
                 e.in_flight_records = 0;
                 e.in_flight_pages = 0;
                 e.caught_up = false;
+                e.empty_poll_started = None;
                 e.calls.clear();
             },
         );

@@ -130,6 +130,12 @@ struct TailArgs {
           value_parser = clap::value_parser!(u64).range(2..=3600))]
     lease_duration: u64,
 
+    /// Print what the stream holds up to now, then exit: every shard read up to where the
+    /// stream stood when tail started. With --checkpoint, the next run continues after the
+    /// last record this one printed.
+    #[arg(long, conflicts_with = "lease_table")]
+    once: bool,
+
     #[command(flatten)]
     poll: PollArgs,
 }

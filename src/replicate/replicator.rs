@@ -1,6 +1,5 @@
 //! The bookmark → scan → stream pipeline, its status and its events.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,19 +8,15 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::checkpoint::{CheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey};
 use crate::config::{backoff, ConsumerConfig};
-use crate::error::{CheckpointError, Error, HandlerError, Result, RuntimeError, SourceErrorKind};
+use crate::error::{CheckpointError, Error, HandlerError, Result, RuntimeError};
 use crate::events::ConsumerEvent;
 use crate::handler::{Batch, Handler};
 use crate::position::{initial_checkpoints, StartPosition};
-use crate::record::{
-    system_time_to_millis, RecordKind, SequenceNumber, StreamRecord, StreamViewType,
-};
-use crate::source::{describe_all, BoxFuture, IteratorPosition, StreamsApi, GET_RECORDS_LIMIT};
+use crate::record::{system_time_to_millis, RecordKind, StreamRecord, StreamViewType};
+use crate::source::{describe_all, BoxFuture, StreamsApi};
 use crate::Consumer;
 
-use super::sink::{
-    advances, ItemChange, ReplicaSink, ScanProgress, SegmentProgress, SequencedChange,
-};
+use super::sink::{ItemChange, ReplicaSink, ScanProgress, SegmentProgress, SequencedChange};
 use super::source::{ScanRequest, TableSource};
 use super::TableInfo;
 
@@ -38,13 +33,6 @@ const BOOKMARK_MAX_AGE: Duration = Duration::from_secs(20 * 60 * 60);
 /// Attempts of one Scan or GetRecords call on retryable failures before giving up.
 const MAX_ATTEMPTS: u32 = 12;
 
-/// Shards probed for their newest record at once.
-const PROBE_CONCURRENCY: usize = 8;
-
-/// Pause between two GetRecords calls of the probe on one shard: leaves most of the shard's
-/// 5 calls per second to the consumer that reads alongside.
-const PROBE_INTERVAL: Duration = Duration::from_millis(250);
-
 /// Where a replicator is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -53,8 +41,9 @@ pub enum ReplicaPhase {
     Starting,
     /// Copying the table with a segmented Scan.
     Scanning,
-    /// Replaying the stream; some shard has not yet passed the newest record that existed when
-    /// streaming started, so the replica may mix older and newer states.
+    /// Replaying the stream; some shard is not yet caught up with the stream as it was when
+    /// streaming started (see [`Consumer::caught_up`]), so the replica may mix older and newer
+    /// states.
     CatchingUp,
     /// Every shard passed that point: the replica follows the table, a little behind.
     Live,
@@ -78,8 +67,8 @@ pub struct ReplicaStatus {
     pub eta: Option<Duration>,
     /// Stream changes applied in this run.
     pub applied_changes: u64,
-    /// Shards not yet past the newest record that existed when streaming started; `None` until
-    /// that record is known.
+    /// Shards not yet caught up with the stream as it was when streaming started; `None` until
+    /// streaming starts.
     pub shards_behind: Option<usize>,
     /// Why the replicator stopped, when it failed.
     pub error: Option<String>,
@@ -343,8 +332,9 @@ impl Replicator {
         self.events.subscribe()
     }
 
-    /// Wait until the replica has caught up: the scan is complete and every shard passed the
-    /// newest record that existed when streaming started. Fails if the replicator stops first.
+    /// Wait until the replica has caught up: the scan is complete and every shard has been read
+    /// up to where the stream stood when streaming started (children of shards that ended
+    /// meanwhile included; see [`Consumer::caught_up`]). Fails if the replicator stops first.
     pub async fn caught_up(&mut self) -> Result<()> {
         let mut status = self.status.clone();
         loop {
@@ -584,33 +574,15 @@ impl Pipeline {
 
     /// Replay the stream into the sink until stopped.
     async fn stream(&self, mut stop: watch::Receiver<bool>) -> Result<()> {
-        let stored = self
-            .sink
-            .load(&self.key)
-            .await?
-            .unwrap_or(StreamCheckpoints {
-                started_at_ms: system_time_to_millis(self.streams.wall_clock()),
-                shards: BTreeMap::new(),
-            });
         self.status
             .send_modify(|s| s.phase = ReplicaPhase::CatchingUp);
-        let tracker = Arc::new(Tracker {
-            state: Mutex::new(TrackState {
-                positions: stored.shards.clone(),
-                targets: None,
-                live: false,
-            }),
-            status: self.status.clone(),
-            events: self.events.clone(),
-        });
-        let store = TrackingStore {
+        let store = SinkStore {
             sink: self.sink.clone(),
-            tracker: tracker.clone(),
         };
         let handler = ApplyHandler {
             sink: self.sink.clone(),
             key: self.key.clone(),
-            tracker: tracker.clone(),
+            status: self.status.clone(),
         };
         let builder = Consumer::builder(self.streams.clone(), self.key.stream_arn.clone())
             .config(self.config.clone())
@@ -629,19 +601,27 @@ impl Pipeline {
                 }
             }
         });
+        // Caught up means: as of the moment streaming starts.
+        let asked = crate::rt::Instant::now();
+        let asked_wall = self.streams.wall_clock();
         let mut consumer = builder.spawn().await?;
         self.emit(ReplicatorEvent::StreamStarted);
-        let mut probe = tokio::spawn(probe_targets(
-            self.streams.clone(),
-            self.key.stream_arn.clone(),
-            stored.shards,
-            self.config.clone(),
-        ));
-        let mut probing = true;
+        let status = self.status.clone();
+        let mut caught_up =
+            std::pin::pin!(
+                consumer.caught_up_reporting(asked, asked_wall, move |behind| {
+                    status.send_if_modified(|s| {
+                        let changed = s.shards_behind != Some(behind);
+                        s.shards_behind = Some(behind);
+                        changed
+                    });
+                })
+            );
+        let mut waiting = true;
         enum Next {
             Stopped(Result<()>),
             Stop,
-            Probed(Result<BTreeMap<String, SequenceNumber>>),
+            CaughtUp(Result<()>),
         }
         loop {
             let next = tokio::select! {
@@ -649,26 +629,22 @@ impl Pipeline {
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() { Next::Stop } else { continue }
                 }
-                r = &mut probe, if probing => Next::Probed(match r {
-                    Ok(r) => r,
-                    Err(e) => Err(RuntimeError::new("the stream probe failed").with_source(e).into()),
-                }),
+                r = &mut caught_up, if waiting => Next::CaughtUp(r),
             };
             match next {
-                Next::Stopped(r) => {
-                    probe.abort();
-                    return r;
+                Next::Stopped(r) => return r,
+                Next::Stop => return consumer.shutdown().await,
+                Next::CaughtUp(Ok(())) => {
+                    waiting = false;
+                    self.status.send_modify(|s| {
+                        s.shards_behind = Some(0);
+                        s.phase = ReplicaPhase::Live;
+                    });
+                    self.emit(ReplicatorEvent::CaughtUp);
                 }
-                Next::Stop => {
-                    probe.abort();
-                    return consumer.shutdown().await;
-                }
-                Next::Probed(Ok(targets)) => {
-                    probing = false;
-                    tracker.set_targets(targets);
-                }
-                Next::Probed(Err(e)) => {
-                    let _ = consumer.shutdown().await;
+                Next::CaughtUp(Err(e)) => {
+                    // The consumer's own error, when it stopped with one, says more.
+                    consumer.shutdown().await?;
                     return Err(e);
                 }
             }
@@ -776,74 +752,12 @@ where
     }
 }
 
-/// Positions reached and the targets that mean "caught up".
-struct Tracker {
-    state: Mutex<TrackState>,
-    status: Arc<watch::Sender<ReplicaStatus>>,
-    events: broadcast::Sender<ReplicatorEvent>,
-}
-
-struct TrackState {
-    positions: BTreeMap<String, ShardCheckpoint>,
-    targets: Option<BTreeMap<String, SequenceNumber>>,
-    live: bool,
-}
-
-impl Tracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, TrackState> {
-        // Updates are single inserts: the map behind a poisoned lock is still sound.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn observe(&self, shard_id: &str, cp: &ShardCheckpoint) {
-        let mut st = self.lock();
-        if advances(st.positions.get(shard_id), cp) {
-            st.positions.insert(shard_id.to_owned(), cp.clone());
-            self.evaluate(&mut st);
-        }
-    }
-
-    fn set_targets(&self, targets: BTreeMap<String, SequenceNumber>) {
-        let mut st = self.lock();
-        st.targets = Some(targets);
-        self.evaluate(&mut st);
-    }
-
-    fn evaluate(&self, st: &mut TrackState) {
-        let Some(targets) = &st.targets else {
-            return;
-        };
-        let behind = targets
-            .iter()
-            .filter(|(shard, target)| match st.positions.get(*shard) {
-                Some(ShardCheckpoint::Ended) => false,
-                Some(ShardCheckpoint::Processed { sequence_number }) => sequence_number < target,
-                _ => true,
-            })
-            .count();
-        let now_live = behind == 0 && !st.live;
-        if now_live {
-            st.live = true;
-        }
-        self.status.send_modify(|s| {
-            s.shards_behind = Some(behind);
-            if now_live {
-                s.phase = ReplicaPhase::Live;
-            }
-        });
-        if now_live {
-            let _ = self.events.send(ReplicatorEvent::CaughtUp);
-        }
-    }
-}
-
-/// The sink as the consumer's checkpoint store, telling the tracker what became durable.
-struct TrackingStore {
+/// The sink as the consumer's checkpoint store.
+struct SinkStore {
     sink: Arc<dyn ReplicaSink>,
-    tracker: Arc<Tracker>,
 }
 
-impl CheckpointStore for TrackingStore {
+impl CheckpointStore for SinkStore {
     fn load(
         &self,
         key: &StreamKey,
@@ -857,14 +771,7 @@ impl CheckpointStore for TrackingStore {
         started_at_ms: u64,
         shards: Vec<(String, ShardCheckpoint)>,
     ) -> BoxFuture<'_, std::result::Result<(), CheckpointError>> {
-        let key = key.clone();
-        Box::pin(async move {
-            self.sink.save(&key, started_at_ms, shards.clone()).await?;
-            for (shard, cp) in &shards {
-                self.tracker.observe(shard, cp);
-            }
-            Ok(())
-        })
+        self.sink.save(key, started_at_ms, shards)
     }
 
     fn streams(
@@ -880,7 +787,7 @@ impl CheckpointStore for TrackingStore {
 struct ApplyHandler {
     sink: Arc<dyn ReplicaSink>,
     key: StreamKey,
-    tracker: Arc<Tracker>,
+    status: Arc<watch::Sender<ReplicaStatus>>,
 }
 
 impl Handler for ApplyHandler {
@@ -898,15 +805,9 @@ impl Handler for ApplyHandler {
             .sink
             .apply(&self.key, &shard_id, changes, through.clone())
             .await?;
-        self.tracker.status.send_modify(|s| {
+        self.status.send_modify(|s| {
             s.applied_changes += applied as u64;
         });
-        self.tracker.observe(
-            &shard_id,
-            &ShardCheckpoint::Processed {
-                sequence_number: through,
-            },
-        );
         Ok(())
     }
 }
@@ -933,133 +834,4 @@ fn to_change(record: StreamRecord) -> std::result::Result<SequencedChange, Handl
         sequence_number,
         change,
     })
-}
-
-/// The newest record of every unfinished shard, as of now: the replica has caught up once
-/// every shard's position passes it.
-async fn probe_targets(
-    api: Arc<dyn StreamsApi>,
-    stream_arn: String,
-    positions: BTreeMap<String, ShardCheckpoint>,
-    config: ConsumerConfig,
-) -> Result<BTreeMap<String, SequenceNumber>> {
-    let description = describe_all(&*api, &stream_arn, || {
-        tokio::time::sleep(config.min_describe_interval)
-    })
-    .await?;
-    let permits = Arc::new(tokio::sync::Semaphore::new(PROBE_CONCURRENCY));
-    let mut set = JoinSet::new();
-    for shard in description.shards {
-        let position = match positions.get(&shard.shard_id) {
-            Some(ShardCheckpoint::Ended) => continue,
-            Some(ShardCheckpoint::Processed { sequence_number }) => Some(sequence_number.clone()),
-            _ => None,
-        };
-        let api = api.clone();
-        let arn = stream_arn.clone();
-        let permits = permits.clone();
-        set.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            let newest = newest_record(&*api, &arn, &shard.shard_id, position).await;
-            newest.map(|n| (shard.shard_id, n))
-        });
-    }
-    let mut targets = BTreeMap::new();
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok(Ok((shard, Some(seq)))) => {
-                targets.insert(shard, seq);
-            }
-            Ok(Ok((_, None))) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(e) => {
-                return Err(RuntimeError::new("the stream probe task failed")
-                    .with_source(e)
-                    .into())
-            }
-        }
-    }
-    Ok(targets)
-}
-
-/// The newest record of a shard after `after` (or in the whole shard), reading to its tip.
-async fn newest_record(
-    api: &dyn StreamsApi,
-    stream_arn: &str,
-    shard_id: &str,
-    after: Option<SequenceNumber>,
-) -> Result<Option<SequenceNumber>> {
-    let mut newest: Option<SequenceNumber> = None;
-    let position = |newest: &Option<SequenceNumber>| match newest.as_ref().or(after.as_ref()) {
-        Some(seq) => IteratorPosition::AfterSequenceNumber(seq.clone()),
-        None => IteratorPosition::TrimHorizon,
-    };
-    let mut iterator: Option<String> = None;
-    let mut attempt = 0;
-    let mut first = true;
-    loop {
-        if !first {
-            tokio::time::sleep(PROBE_INTERVAL).await;
-        }
-        first = false;
-        let it = match iterator.take() {
-            Some(it) => it,
-            None => match api
-                .get_shard_iterator(
-                    stream_arn.to_owned(),
-                    shard_id.to_owned(),
-                    position(&newest),
-                )
-                .await
-            {
-                Ok(it) => it,
-                Err(e) if e.kind() == SourceErrorKind::NotFound => return Ok(newest),
-                Err(e) if e.kind() == SourceErrorKind::TrimmedData => {
-                    // The position aged out: the consumer reports that gap; probe what is left.
-                    match api
-                        .get_shard_iterator(
-                            stream_arn.to_owned(),
-                            shard_id.to_owned(),
-                            IteratorPosition::TrimHorizon,
-                        )
-                        .await
-                    {
-                        Ok(it) => it,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Err(e) if e.is_retryable() && attempt + 1 < MAX_ATTEMPTS => {
-                    attempt += 1;
-                    tokio::time::sleep(backoff(PROBE_INTERVAL, Duration::from_secs(10), attempt))
-                        .await;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            },
-        };
-        match api.get_records(it, Some(GET_RECORDS_LIMIT)).await {
-            Ok(page) => {
-                attempt = 0;
-                let empty = page.records.is_empty();
-                if let Some(last) = page.records.last() {
-                    newest = Some(last.sequence_number().clone());
-                }
-                match page.next_shard_iterator {
-                    // An empty page on an open shard: the tip as of now.
-                    Some(next) if !empty => iterator = Some(next),
-                    _ => return Ok(newest),
-                }
-            }
-            Err(e) => match e.kind() {
-                SourceErrorKind::ExpiredIterator | SourceErrorKind::TrimmedData => {}
-                SourceErrorKind::NotFound => return Ok(newest),
-                _ if e.is_retryable() && attempt + 1 < MAX_ATTEMPTS => {
-                    attempt += 1;
-                    tokio::time::sleep(backoff(PROBE_INTERVAL, Duration::from_secs(10), attempt))
-                        .await;
-                }
-                _ => return Err(e.into()),
-            },
-        }
-    }
 }

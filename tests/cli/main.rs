@@ -17,6 +17,7 @@ mod cli_status;
 mod cli_tail;
 mod cli_tail_broken_pipe;
 mod cli_tail_leases;
+mod cli_tail_once;
 mod cli_warnings;
 mod replica_bad_tables;
 mod replica_crash_resume;

@@ -932,6 +932,13 @@ where
             (1..=n).collect()
         }
     };
+    if std::env::var("DDBSTREAM_DEBUG").is_ok() {
+        // The consumer's own log (RUST_LOG filters it), with the handler's CALL lines.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     for seed in seeds {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

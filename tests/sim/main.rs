@@ -6,6 +6,7 @@ mod events;
 
 mod common;
 
+mod c1_caught_up;
 mod d1_bisect_sink;
 mod d2_record_age;
 mod d3_partial_failure;

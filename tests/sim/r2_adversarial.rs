@@ -348,10 +348,6 @@ async fn run_seed(seed: u64) {
     };
     let debug = std::env::var("DDBSTREAM_DEBUG").is_ok();
     if debug {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .try_init();
         eprintln!(
             "seed {seed}: workers {workers}, leases {leases}, page limit {page_limit}, lanes {}",
             run.key_parallelism

@@ -14,7 +14,9 @@ use dynamodb_stream::checkpoint::{
     CheckpointStore, LocalStorageCheckpointStore, MemoryCheckpointStore,
 };
 use dynamodb_stream::record::item_to_json;
-use dynamodb_stream::{Batch, Consumer, ConsumerEvent, HandlerError, RecordKind, StartPosition};
+use dynamodb_stream::{
+    Batch, Consumer, ConsumerBuilder, ConsumerEvent, HandlerError, RecordKind, StartPosition,
+};
 use tokio::sync::{broadcast, mpsc};
 use wasm_bindgen::prelude::*;
 
@@ -36,10 +38,7 @@ impl Tail {
     /// Graceful stop: drain, final checkpoint.
     pub async fn stop(&mut self) -> Result<(), JsError> {
         if let Some(consumer) = self.consumer.take() {
-            consumer
-                .shutdown()
-                .await
-                .map_err(|e| JsError::new(&e.to_string()))?;
+            consumer.shutdown().await.map_err(js_error)?;
         }
         Ok(())
     }
@@ -111,21 +110,73 @@ pub async fn start(
     on_change: js_sys::Function,
     on_event: js_sys::Function,
 ) -> Result<Tail, JsError> {
+    let (builder, received) = consumer_for(&options).await?;
+    let consumer = builder.spawn().await.map_err(js_error)?;
+    forward(received, consumer.events(), on_change, on_event);
+    Ok(Tail {
+        stream_arn: consumer.stream_arn().to_owned(),
+        consumer: Some(consumer),
+    })
+}
+
+/// The npm package's `fetchStreamState()` in the page: reads every shard up to where the stream
+/// stands now, calls `on_change` for each record as [`start`] does, takes the final checkpoint
+/// and resolves with the number of records read. The next call continues after them (from
+/// `localStorage` with `remember`, else from this page's memory).
+#[wasm_bindgen(js_name = fetchNow)]
+pub async fn fetch_now(
+    options: StartOptions,
+    on_change: js_sys::Function,
+    on_event: js_sys::Function,
+) -> Result<f64, JsError> {
+    let (builder, mut received) = consumer_for(&options).await?;
+    let events = builder.events();
+    let (_, no_changes) = mpsc::unbounded_channel();
+    forward(no_changes, events, on_change.clone(), on_event);
+    // Changes are shown here, not from a task of their own, so every one is on the page by the
+    // time the promise resolves.
+    let show = |line: String| {
+        let _ = on_change.call1(&JsValue::NULL, &JsValue::from_str(&line));
+    };
+    let mut run = std::pin::pin!(builder.run_once());
+    let report = loop {
+        tokio::select! {
+            report = &mut run => break report.map_err(js_error)?,
+            Some(line) = received.recv() => show(line),
+        }
+    };
+    while let Ok(line) = received.try_recv() {
+        show(line);
+    }
+    // Counts stay far below 2^53: exact as a JavaScript number.
+    Ok(report.total_records() as f64)
+}
+
+thread_local! {
+    /// Positions kept in this page's memory (without `remember`), shared by its fetches.
+    static PAGE_CHECKPOINTS: MemoryCheckpointStore = MemoryCheckpointStore::new();
+}
+
+/// A consumer of the table named in `options` whose handler sends each record's JSON line to
+/// the returned receiver.
+async fn consumer_for(
+    options: &StartOptions,
+) -> Result<(ConsumerBuilder, mpsc::UnboundedReceiver<String>), JsError> {
     let mut aws = BrowserAws::new(
-        options.region,
-        options.access_key_id,
-        options.secret_access_key,
+        options.region.clone(),
+        options.access_key_id.clone(),
+        options.secret_access_key.clone(),
     );
     if !options.endpoint.is_empty() {
-        aws = aws.endpoint(options.endpoint);
+        aws = aws.endpoint(options.endpoint.clone());
     }
     if !options.session_token.is_empty() {
-        aws = aws.session_token(options.session_token);
+        aws = aws.session_token(options.session_token.clone());
     }
     let checkpoints: Arc<dyn CheckpointStore> = if options.remember {
         Arc::new(LocalStorageCheckpointStore::default())
     } else {
-        Arc::new(MemoryCheckpointStore::new())
+        Arc::new(PAGE_CHECKPOINTS.with(Clone::clone))
     };
     let start = if options.from_latest {
         StartPosition::Latest
@@ -135,33 +186,37 @@ pub async fn start(
 
     // The handler runs in the consumer's (Send) tasks; JavaScript functions are not Send, so
     // changes cross over a channel to a local task that calls them.
-    let (changes, mut received) = mpsc::unbounded_channel::<String>();
-    let consumer =
-        Consumer::for_table(&aws.dynamodb_client(), aws.streams_client(), &options.table)
-            .await
-            .map_err(|e| JsError::new(&e.to_string()))?
-            .checkpoints(checkpoints)
-            .start_from(start)
-            .configure(|c| {
-                // A page wants to see a change soon after it happens.
-                c.idle_poll_interval = Duration::from_millis(250);
-            })
-            .handler_fn(move |batch: Batch| {
-                let changes = changes.clone();
-                async move {
-                    for line in batch_json(&batch) {
-                        changes
-                            .send(line)
-                            .map_err(|_| HandlerError::msg("the page is gone"))?;
-                    }
-                    Ok::<(), HandlerError>(())
+    let (changes, received) = mpsc::unbounded_channel::<String>();
+    let builder = Consumer::for_table(&aws.dynamodb_client(), aws.streams_client(), &options.table)
+        .await
+        .map_err(js_error)?
+        .checkpoints(checkpoints)
+        .start_from(start)
+        .configure(|c| {
+            // A page wants to see a change soon after it happens.
+            c.idle_poll_interval = Duration::from_millis(250);
+        })
+        .handler_fn(move |batch: Batch| {
+            let changes = changes.clone();
+            async move {
+                for line in batch_json(&batch) {
+                    changes
+                        .send(line)
+                        .map_err(|_| HandlerError::msg("the page is gone"))?;
                 }
-            })
-            .spawn()
-            .await
-            .map_err(|e| JsError::new(&e.to_string()))?;
+                Ok::<(), HandlerError>(())
+            }
+        });
+    Ok((builder, received))
+}
 
-    let mut events = consumer.events();
+/// Hand records and events to the page's functions, from local tasks (they are not `Send`).
+fn forward(
+    mut received: mpsc::UnboundedReceiver<String>,
+    mut events: broadcast::Receiver<ConsumerEvent>,
+    on_change: js_sys::Function,
+    on_event: js_sys::Function,
+) {
     wasm_bindgen_futures::spawn_local(async move {
         while let Some(line) = received.recv().await {
             let _ = on_change.call1(&JsValue::NULL, &JsValue::from_str(&line));
@@ -182,11 +237,10 @@ pub async fn start(
             }
         }
     });
+}
 
-    Ok(Tail {
-        stream_arn: consumer.stream_arn().to_owned(),
-        consumer: Some(consumer),
-    })
+fn js_error(e: dynamodb_stream::Error) -> JsError {
+    JsError::new(&e.to_string())
 }
 
 fn describe(event: &ConsumerEvent) -> String {

@@ -253,6 +253,30 @@ test('the page shows a DynamoDB Local stream read by the consumer in Chromium', 
     assert.equal(after.length, 6, `resumed from localStorage without re-delivery: ${after.map(([k, text]) => `${k} ${text}`).join('; ')}`);
     assert.match(after[5][1], /order-4/);
     assert.equal(await page.$$eval('#replica tbody tr', (trs) => trs.length), 3);
+
+    // "Fetch now": read what is there, then stop; each fetch continues after the last one.
+    await page.click('#stop');
+    await page.waitForFunction(() => document.getElementById('status').textContent === 'Stopped.', null, { timeout: 30_000 });
+    await put({ pk: { S: 'order-5' }, status: { S: 'new' }, total: { N: '5' } });
+    await put({ pk: { S: 'order-6' }, status: { S: 'new' }, total: { N: '6' } });
+    const fetchOnce = async () => {
+      await page.click('#fetch');
+      await page.waitForFunction(
+        () => ['fetched', 'error'].includes(document.getElementById('status').dataset.state),
+        null, { timeout: 60_000 },
+      );
+      return page.textContent('#status');
+    };
+    assert.equal(await fetchOnce(), 'Fetched 2 changes.');
+    const fetched = await page.$$eval('#changes li', (lis) => lis.reverse().map((li) => li.textContent));
+    assert.equal(fetched.length, 8, fetched.join('; '));
+    assert.match(fetched[6], /order-5/);
+    assert.match(fetched[7], /order-6/);
+    assert.equal(await fetchOnce(), 'Fetched 0 changes.');
+    await put({ pk: { S: 'order-7' }, status: { S: 'new' }, total: { N: '7' } });
+    assert.equal(await fetchOnce(), 'Fetched 1 change.');
+    assert.equal(await page.$$eval('#changes li', (lis) => lis.length), 9);
+    assert.equal(await page.$$eval('#replica tbody tr', (trs) => trs.length), 6);
   } catch (err) {
     console.log(`--- page log ---\n${log.join('\n')}\n--- page status: ${await page.textContent('#status').catch(() => '?')}`);
     throw err;

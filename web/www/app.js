@@ -1,9 +1,10 @@
 // The page around the WebAssembly consumer (pkg/ is written by scripts/wasm.sh).
-import init, { start, StartOptions } from './pkg/dynamodb_stream_web.js';
+import init, { start, fetchNow, StartOptions } from './pkg/dynamodb_stream_web.js';
 
 const form = document.getElementById('connect');
 const stopButton = document.getElementById('stop');
 const startButton = document.getElementById('start');
+const fetchButton = document.getElementById('fetch');
 const statusLine = document.getElementById('status');
 const changesList = document.getElementById('changes');
 const eventsList = document.getElementById('events');
@@ -92,8 +93,7 @@ function onEvent(text) {
   eventsList.append(li);
 }
 
-form.addEventListener('submit', async (e) => {
-  e.preventDefault();
+function optionsFromForm() {
   const data = new FormData(form);
   const options = new StartOptions(
     data.get('endpoint').trim(),
@@ -105,8 +105,15 @@ form.addEventListener('submit', async (e) => {
   options.sessionToken = data.get('sessionToken');
   options.fromLatest = data.get('from') === 'latest';
   options.remember = data.get('remember') === 'on';
+  return [options, data.get('table')];
+}
+
+form.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const [options, table] = optionsFromForm();
   startButton.disabled = true;
-  setStatus('starting', `Resolving the stream of ${data.get('table')}…`);
+  fetchButton.disabled = true;
+  setStatus('starting', `Resolving the stream of ${table}…`);
   try {
     tail = await start(options, onChange, onEvent);
     setStatus('running', `Reading ${tail.streamArn}`);
@@ -114,7 +121,25 @@ form.addEventListener('submit', async (e) => {
   } catch (err) {
     setStatus('error', `Could not start: ${err.message || err}`);
     startButton.disabled = false;
+    fetchButton.disabled = false;
   }
+});
+
+// Pull style: read what is there now, then stop (the npm package's fetchStreamState()).
+fetchButton.addEventListener('click', async () => {
+  if (!form.reportValidity()) return;
+  const [options, table] = optionsFromForm();
+  startButton.disabled = true;
+  fetchButton.disabled = true;
+  setStatus('fetching', `Reading ${table}'s stream up to now…`);
+  try {
+    const n = await fetchNow(options, onChange, onEvent);
+    setStatus('fetched', `Fetched ${n} change${n === 1 ? '' : 's'}.`);
+  } catch (err) {
+    setStatus('error', `Fetch failed: ${err.message || err}`);
+  }
+  startButton.disabled = false;
+  fetchButton.disabled = false;
 });
 
 stopButton.addEventListener('click', async () => {
@@ -127,6 +152,7 @@ stopButton.addEventListener('click', async () => {
   }
   tail = null;
   startButton.disabled = false;
+  fetchButton.disabled = false;
 });
 
 // Query parameters prefill the form (handy for links and tests): ?endpoint=…&table=…

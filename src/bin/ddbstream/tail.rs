@@ -1,7 +1,7 @@
 //! `ddbstream tail`: every record of a stream as a JSON line on stdout.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
@@ -20,6 +20,8 @@ pub(crate) const APPLICATION: &str = "ddbstream-tail";
 
 /// Stdout for records; notices when the reader went away.
 struct Printer {
+    /// Records printed.
+    printed: AtomicU64,
     closed: AtomicBool,
     closed_notify: Notify,
 }
@@ -39,7 +41,11 @@ impl Printer {
         }
         let mut out = std::io::stdout().lock();
         match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.printed
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
             Err(e) => {
                 self.closed.store(true, Ordering::SeqCst);
                 self.closed_notify.notify_one();
@@ -64,6 +70,7 @@ pub(crate) async fn run(aws: &SdkConfig, args: TailArgs, mut stop: Stop) -> Resu
         (None, None) => return Err("pass --table or --stream-arn".into()),
     };
     let printer = Arc::new(Printer {
+        printed: AtomicU64::new(0),
         closed: AtomicBool::new(false),
         closed_notify: Notify::new(),
     });
@@ -98,6 +105,7 @@ pub(crate) async fn run(aws: &SdkConfig, args: TailArgs, mut stop: Stop) -> Resu
         return Ok(());
     };
     let mut consumer = spawned.map_err(describe)?;
+    let mut caught_up = std::pin::pin!(consumer.caught_up());
     let from = match args.from {
         StartFrom::Latest => "latest",
         StartFrom::TrimHorizon => "trim-horizon",
@@ -111,14 +119,26 @@ pub(crate) async fn run(aws: &SdkConfig, args: TailArgs, mut stop: Stop) -> Resu
     enum Next {
         Stopped(dynamodb_stream::Result<()>),
         Stop,
+        CaughtUp(dynamodb_stream::Result<()>),
     }
     let next = tokio::select! {
         r = consumer.join() => Next::Stopped(r),
         () = &mut stop => Next::Stop,
         () = printer.closed_notify.notified() => Next::Stop,
+        r = &mut caught_up, if args.once => Next::CaughtUp(r),
     };
     match next {
         Next::Stopped(r) => r.map_err(describe),
+        Next::CaughtUp(caught_up) => {
+            // The consumer's own error, when it stopped with one, says more.
+            consumer.shutdown().await.map_err(describe)?;
+            caught_up.map_err(describe)?;
+            Log::get().line(&format!(
+                "ddbstream: caught up; {} records printed",
+                printer.printed.load(Ordering::Relaxed)
+            ));
+            Ok(())
+        }
         Next::Stop => {
             let r = consumer.shutdown().await;
             // A closed stdout is how `ddbstream tail | head` ends: not a failure.
