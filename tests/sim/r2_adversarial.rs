@@ -390,15 +390,27 @@ async fn run_seed(seed: u64) {
                 // Iterators expire; with leases this is a wall-clock jump too.
                 run.sim.advance(Duration::from_secs(16 * 60));
                 disturbed.push(tokio::time::Instant::now());
+                if debug {
+                    eprintln!("ADVANCE 16 min at {:?}", tokio::time::Instant::now());
+                }
             }
             64..=68 => {
                 // Slow or hung GetRecords for a while, handlers acknowledging meanwhile.
                 let latency = Duration::from_millis(run.rng.u64(0..8000));
                 run.sim.set_latency(Operation::GetRecords, latency);
+                if debug {
+                    eprintln!("LATENCY {latency:?} at {:?}", tokio::time::Instant::now());
+                }
             }
             69..=74 => {
                 // A crash of one process, perhaps a long outage while it is down.
                 let i = run.rng.usize(0..workers);
+                if debug {
+                    eprintln!("CRASH w{i} at {:?}", tokio::time::Instant::now());
+                    let key = crate::common::stream_key(&run.sim);
+                    let stored = dynamodb_stream::checkpoint::CheckpointStore::load(&run.store, &key).await;
+                    eprintln!("STORED at crash: {stored:?}");
+                }
                 drop(run.processes[i].consumer.take());
                 if workers == 1 && run.rng.u32(0..3) == 0 {
                     let n = run.rng.usize(1..30);
@@ -416,12 +428,21 @@ async fn run_seed(seed: u64) {
             }
             75..=79 => {
                 // Every process stops gracefully, then starts again: nothing repeats.
+                let stop_began = tokio::time::Instant::now();
+                if debug {
+                    eprintln!("GRACEFUL at {stop_began:?}");
+                }
                 for p in &mut run.processes {
                     if let Some(c) = p.consumer.take() {
                         c.shutdown().await.unwrap_or_else(|e| {
                             panic!("seed {seed}: shutdown failed: {e}");
                         });
                     }
+                }
+                if debug {
+                    let key = crate::common::stream_key(&run.sim);
+                    let stored = dynamodb_stream::checkpoint::CheckpointStore::load(&run.store, &key).await;
+                    eprintln!("STORED after graceful: {stored:?}");
                 }
                 let snapshot = run.log.snapshot();
                 settled.extend(
@@ -431,8 +452,10 @@ async fn run_seed(seed: u64) {
                         .map(|d| (d.shard_id, d.sequence_number)),
                 );
                 settled_at = run.log.len();
-                // A shard that failed and was waiting to restart when the consumer stopped
-                // repeats its unacknowledged records (docs/semantics.md).
+                // A shard whose handler failed before or during the stop (waiting to restart,
+                // or failing while draining) repeats its unacknowledged records — with key
+                // parallelism also those other lanes finished behind the failed batch
+                // (docs/semantics.md).
                 failed_before_stop = run
                     .events
                     .iter()
@@ -441,6 +464,13 @@ async fn run_seed(seed: u64) {
                         ConsumerEvent::WorkerRestarted { shard_id, .. } => Some(shard_id),
                         _ => None,
                     })
+                    .chain(
+                        run.log
+                            .calls()
+                            .into_iter()
+                            .filter(|c| !c.ok && c.ended >= stop_began)
+                            .map(|c| c.shard_id),
+                    )
                     .collect();
                 for i in 0..workers {
                     run.spawn(i).await;
