@@ -408,7 +408,8 @@ async fn run_seed(seed: u64) {
                 if debug {
                     eprintln!("CRASH w{i} at {:?}", tokio::time::Instant::now());
                     let key = crate::common::stream_key(&run.sim);
-                    let stored = dynamodb_stream::checkpoint::CheckpointStore::load(&run.store, &key).await;
+                    let stored =
+                        dynamodb_stream::checkpoint::CheckpointStore::load(&run.store, &key).await;
                     eprintln!("STORED at crash: {stored:?}");
                 }
                 drop(run.processes[i].consumer.take());
@@ -441,7 +442,8 @@ async fn run_seed(seed: u64) {
                 }
                 if debug {
                     let key = crate::common::stream_key(&run.sim);
-                    let stored = dynamodb_stream::checkpoint::CheckpointStore::load(&run.store, &key).await;
+                    let stored =
+                        dynamodb_stream::checkpoint::CheckpointStore::load(&run.store, &key).await;
                     eprintln!("STORED after graceful: {stored:?}");
                 }
                 let snapshot = run.log.snapshot();
