@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::worker::WorkerMsg;
 use super::Shared;
 use crate::delivery::engine::{Fatal, Lane};
+use crate::delivery::failure::{HandlerFailure, Hook};
 use crate::delivery::watermark::{RecordId, Watermark};
 use crate::handler::ShardInfo;
 use crate::record::{SequenceNumber, StreamRecord};
@@ -33,7 +34,7 @@ pub(crate) struct HandlerArgs {
 }
 
 pub(crate) enum HandlerMsg {
-    Start(RpcReplyPort<Result<(), String>>),
+    Start(RpcReplyPort<Result<(), HandlerFailure>>),
     /// One GetRecords page (records may be empty when all were skipped), ending at `through`.
     Deliver {
         records: Vec<StreamRecord>,
@@ -46,7 +47,7 @@ pub(crate) enum HandlerMsg {
     },
     /// The batching window of generation `n` expired.
     FlushWindow(u64),
-    End(RpcReplyPort<Result<(), String>>),
+    End(RpcReplyPort<Result<(), HandlerFailure>>),
     Shutdown(RpcReplyPort<()>),
     /// The lease is gone: skip queued work, let a running call finish, call `on_lease_lost`.
     LeaseLost(RpcReplyPort<()>),
@@ -57,7 +58,7 @@ enum LaneMsg {
         ids: Vec<RecordId>,
         records: Vec<StreamRecord>,
     },
-    End(oneshot::Sender<Result<(), String>>),
+    End(oneshot::Sender<Result<(), HandlerFailure>>),
     Shutdown(oneshot::Sender<()>),
     LeaseLost(oneshot::Sender<()>),
 }
@@ -114,15 +115,24 @@ fn lane_of(record: &StreamRecord, lanes: usize) -> usize {
     (h.finish() % lanes as u64) as usize
 }
 
+/// Run a hook of user code, catching a panic and bounding its time.
 async fn guarded<T>(
     timeout: Duration,
-    what: &str,
+    hook: Hook,
     f: impl std::future::Future<Output = T>,
-) -> Result<T, String> {
+) -> Result<T, HandlerFailure> {
     match crate::rt::timeout(timeout, AssertUnwindSafe(f).catch_unwind()).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(_)) => Err(format!("{what} panicked")),
-        Err(_) => Err(format!("{what} did not return within {timeout:?}")),
+        Ok(Err(panic)) => Err(HandlerFailure::panicked(hook, panic)),
+        Err(_) => Err(HandlerFailure::TimedOut { hook, timeout }),
+    }
+}
+
+/// A hook's own error, typed.
+fn returned(hook: Hook) -> impl FnOnce(crate::HandlerError) -> HandlerFailure {
+    move |e| HandlerFailure::Returned {
+        hook,
+        error: Arc::new(e),
     }
 }
 
@@ -130,16 +140,16 @@ async fn run_lane(
     mut lane: Lane,
     mut rx: mpsc::UnboundedReceiver<LaneMsg>,
     stage: ActorRef<HandlerMsg>,
-    started: oneshot::Sender<Result<(), String>>,
+    started: oneshot::Sender<Result<(), HandlerFailure>>,
 ) {
     let timeout = lane.timeout;
     let start = guarded(
         timeout,
-        "on_shard_start",
+        Hook::OnShardStart,
         lane.handler.on_shard_start(&lane.shard),
     )
     .await
-    .and_then(|r| r.map_err(|e| format!("on_shard_start failed: {e}")));
+    .and_then(|r| r.map_err(returned(Hook::OnShardStart)));
     let ok = start.is_ok();
     let _ = started.send(start);
     if !ok {
@@ -165,17 +175,17 @@ async fn run_lane(
             LaneMsg::End(reply) => {
                 let r = guarded(
                     timeout,
-                    "on_shard_end",
+                    Hook::OnShardEnd,
                     lane.handler.on_shard_end(&lane.shard),
                 )
                 .await
-                .and_then(|r| r.map_err(|e| format!("on_shard_end failed: {e}")));
+                .and_then(|r| r.map_err(returned(Hook::OnShardEnd)));
                 let _ = reply.send(r);
             }
             LaneMsg::LeaseLost(reply) => {
                 if let Err(e) = guarded(
                     timeout,
-                    "on_lease_lost",
+                    Hook::OnLeaseLost,
                     lane.handler.on_lease_lost(&lane.shard),
                 )
                 .await
@@ -187,7 +197,7 @@ async fn run_lane(
             LaneMsg::Shutdown(reply) => {
                 if let Err(e) = guarded(
                     timeout,
-                    "on_shutdown",
+                    Hook::OnShutdown,
                     lane.handler.on_shutdown(&lane.shard),
                 )
                 .await
@@ -240,15 +250,15 @@ impl HandlerState {
     async fn broadcast<T: Send + 'static>(
         &self,
         make: impl Fn(oneshot::Sender<T>) -> LaneMsg,
-    ) -> Vec<Result<T, String>> {
+    ) -> Vec<Result<T, HandlerFailure>> {
         let mut out = Vec::new();
         for lane in &self.lanes {
             let (tx, rx) = oneshot::channel();
             if lane.send(make(tx)).is_err() {
-                out.push(Err("a handler lane stopped".to_owned()));
+                out.push(Err(HandlerFailure::LaneStopped));
                 continue;
             }
-            out.push(rx.await.map_err(|_| "a handler lane stopped".to_owned()));
+            out.push(rx.await.map_err(|_| HandlerFailure::LaneStopped));
         }
         out
     }
@@ -329,9 +339,7 @@ impl Actor for HandlerActor {
                 }
                 let mut result = Ok(());
                 for rx in started {
-                    let r = rx
-                        .await
-                        .unwrap_or_else(|_| Err("a handler lane stopped while starting".into()));
+                    let r = rx.await.unwrap_or(Err(HandlerFailure::LaneStopped));
                     if result.is_ok() {
                         result = r;
                     }

@@ -156,7 +156,7 @@ pub(crate) enum WorkerExit {
     /// Its lease was lost; the handler was told.
     LeaseLost,
     /// Retries are exhausted and no failure sink is configured: quarantine at once.
-    Quarantine(String),
+    Quarantine(crate::delivery::failure::HandlerFailure),
     /// A failure to restart from the checkpoint.
     Failed(WorkerFailure),
 }
@@ -164,9 +164,9 @@ pub(crate) enum WorkerExit {
 /// What failed in a shard worker.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WorkerFailure {
-    /// The handler failed (an error, a panic or a timeout; the text says which).
+    /// The handler failed (an error, a panic or a timeout).
     #[error("{0}")]
-    Handler(String),
+    Handler(#[from] crate::delivery::failure::HandlerFailure),
     /// A stream call failed in a way retrying in place cannot fix.
     #[error("{op} failed: {error}")]
     Source {

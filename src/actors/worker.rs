@@ -24,6 +24,7 @@ use super::{call, ExitSlot, Shared, WorkerCount, WorkerExit, WorkerFailure};
 use crate::checkpoint::ShardCheckpoint;
 use crate::config::backoff;
 use crate::delivery::engine::Fatal;
+use crate::delivery::failure::HandlerFailure;
 use crate::error::{CheckpointErrorKind, SourceError, SourceErrorKind};
 use crate::events::{ConsumerEvent, Gap, GapAction, GapKind, LostRange};
 use crate::handler::ShardInfo;
@@ -906,7 +907,7 @@ impl Actor for ShardWorker {
         match evt {
             SupervisionEvent::ActorFailed(_, e) => state.exit(
                 &myself,
-                WorkerExit::Failed(WorkerFailure::Handler(format!("handler panicked: {e}"))),
+                WorkerExit::Failed(WorkerFailure::Handler(HandlerFailure::Stage(Arc::from(e)))),
             ),
             SupervisionEvent::ActorTerminated(..) => state.exit(
                 &myself,

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
 
+use super::failure::{HandlerFailure, Hook};
 use super::{DeliveryFailure, FailureReason, FailureSink, RetryPolicy};
 use crate::config::backoff;
 use crate::events::ConsumerEvent;
@@ -43,12 +44,12 @@ pub(crate) struct Lane {
 }
 
 /// Why a lane cannot go on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Fatal {
     /// Restart the shard worker from its checkpoint (no retry policy: the issue-2 default).
-    Restart(String),
+    Restart(HandlerFailure),
     /// Retries are exhausted and there is no failure sink: stop the shard and report it.
-    Quarantine(String),
+    Quarantine(HandlerFailure),
 }
 
 /// The result of delivering one input.
@@ -60,17 +61,10 @@ pub(crate) struct Outcome {
 }
 
 struct CallFailure {
-    error: String,
+    error: HandlerFailure,
     failed_at: Option<SequenceNumber>,
     /// The handler may be in a broken state (panic, cancelled by timeout): replace it.
     replace: bool,
-}
-
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic payload".to_owned())
 }
 
 impl Lane {
@@ -121,16 +115,22 @@ impl Lane {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(CallFailure {
                 failed_at: e.failed_sequence_number().cloned(),
-                error: format!("handler failed: {e}"),
+                error: HandlerFailure::Returned {
+                    hook: Hook::Handle,
+                    error: Arc::new(e),
+                },
                 replace: false,
             }),
             Ok(Err(panic)) => Err(CallFailure {
-                error: format!("handler panicked: {}", panic_message(panic)),
+                error: HandlerFailure::panicked(Hook::Handle, panic),
                 failed_at: None,
                 replace: true,
             }),
             Err(_) => Err(CallFailure {
-                error: format!("handler did not return within {:?}", self.timeout),
+                error: HandlerFailure::TimedOut {
+                    hook: Hook::Handle,
+                    timeout: self.timeout,
+                },
                 failed_at: None,
                 replace: true,
             }),
@@ -159,15 +159,19 @@ impl Lane {
     }
 
     /// A fresh handler after a panic or timeout, started like the first.
-    async fn replace_handler(&mut self) -> Result<(), String> {
+    async fn replace_handler(&mut self) -> Result<(), HandlerFailure> {
         self.handler = (self.factory)(&self.shard);
+        let hook = Hook::OnShardStart;
         match crate::rt::timeout(self.timeout, self.handler.on_shard_start(&self.shard)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("on_shard_start failed: {e}")),
-            Err(_) => Err(format!(
-                "on_shard_start did not return within {:?}",
-                self.timeout
-            )),
+            Ok(Err(e)) => Err(HandlerFailure::Returned {
+                hook,
+                error: Arc::new(e),
+            }),
+            Err(_) => Err(HandlerFailure::TimedOut {
+                hook,
+                timeout: self.timeout,
+            }),
         }
     }
 
@@ -181,19 +185,21 @@ impl Lane {
         &mut self,
         records: Vec<StreamRecord>,
         reason: FailureReason,
-        error: String,
+        error: HandlerFailure,
     ) -> Result<(), Fatal> {
         let Some(sink) = self.sink.clone() else {
-            return Err(Fatal::Quarantine(format!(
-                "{error}; gave up ({reason:?}) and no failure sink is configured"
-            )));
+            return Err(Fatal::Quarantine(HandlerFailure::NoFailureSink {
+                cause: Box::new(error),
+                reason,
+            }));
         };
         let failure = DeliveryFailure {
             stream_arn: self.shard.stream_arn.clone(),
             shard_id: self.shard.shard_id.clone(),
             records,
             reason,
-            error,
+            // The sink stores text: what failed, for whoever reads the dead letters.
+            error: error.to_string(),
         };
         let mut attempt = 0;
         loop {
@@ -209,7 +215,7 @@ impl Lane {
                     .await;
                     attempt += 1;
                 }
-                Err(e) => return Err(Fatal::Restart(format!("failure sink keeps failing: {e}"))),
+                Err(e) => return Err(Fatal::Restart(HandlerFailure::SinkFailing(Arc::from(e)))),
             }
         }
         tracing::warn!(

@@ -8,6 +8,7 @@
 
 pub(crate) mod engine;
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+pub(crate) mod failure;
 mod json_lines;
 mod sink;
 pub(crate) mod watermark;

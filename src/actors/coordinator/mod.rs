@@ -193,7 +193,7 @@ impl Actor for Coordinator {
             myself.get_cell(),
         )
         .await
-        .map_err(|e| format!("cannot start the checkpointer: {e}"))?;
+        .map_err(|e| RuntimeError::new("the checkpointer did not start").with_source(e))?;
         state.checkpointer = Some(checkpointer);
         let _ = myself.cast(CoordinatorMsg::Discover);
         myself.send_after(state.shared.config.watchdog_interval, || {

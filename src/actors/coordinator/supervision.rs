@@ -262,7 +262,9 @@ impl CoordinatorState {
                 self.show(shard_id, ShardState::Stopped, Some(&gap.to_string()));
                 self.fail(myself, Error::Gap(gap));
             }
-            Some(WorkerExit::Quarantine(error)) => self.quarantine(myself, shard_id, error)?,
+            Some(WorkerExit::Quarantine(error)) => {
+                self.quarantine(myself, shard_id, error.to_string())?
+            }
             // Shutdown drained it, or its lease went to another worker: nothing to restart.
             Some(WorkerExit::Drained) | Some(WorkerExit::LeaseLost) => {}
             Some(WorkerExit::Failed(f)) if !self.stopping => {
