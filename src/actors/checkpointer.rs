@@ -134,6 +134,9 @@ impl CheckpointerState {
                 held.guard.lose();
                 tracing::warn!(shard = shard_id, why, "lease lost");
                 self.shared.metrics.leases_lost.add(1, &[]);
+                self.shared.emit(crate::events::ConsumerEvent::LeaseLost {
+                    shard_id: shard_id.to_owned(),
+                });
                 self.dirty.remove(shard_id);
                 if let Some(c) = &self.coordinator {
                     let _ = c.cast(super::coordinator::CoordinatorMsg::LeaseLost(

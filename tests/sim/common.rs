@@ -915,7 +915,8 @@ impl LeaseStore for Pausable<MemoryLeaseStore> {
 }
 
 /// Run `run` for each seed on a paused single-threaded runtime: `DDBSTREAM_SEED` runs one seed,
-/// `DDBSTREAM_SEEDS` sets how many (from 1; `default` when unset). A failing seed is named, with
+/// `DDBSTREAM_SEEDS` sets the last one (from `DDBSTREAM_FIRST_SEED`, default 1; `default` when
+/// unset). A failing seed is named, with
 /// how to run it alone.
 pub fn run_seeds<F, Fut>(what: &str, default: u64, run: F)
 where
@@ -929,7 +930,12 @@ where
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(default);
-            (1..=n).collect()
+            // To go on after a failing seed was fixed: DDBSTREAM_FIRST_SEED=N.
+            let first: u64 = std::env::var("DDBSTREAM_FIRST_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1);
+            (first..=n).collect()
         }
     };
     if std::env::var("DDBSTREAM_DEBUG").is_ok() {

@@ -220,9 +220,8 @@ impl CoordinatorState {
                 w.kill();
             });
         }
+        // The checkpointer reported the loss as an event already (also during a shutdown, when
+        // this message is no longer handled).
         self.shared.board.remove(shard_id);
-        self.shared.emit(ConsumerEvent::LeaseLost {
-            shard_id: shard_id.to_owned(),
-        });
     }
 }
