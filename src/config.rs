@@ -267,30 +267,9 @@ impl ConsumerConfig {
     }
 }
 
-/// Exponential backoff with full jitter: a random wait in `[base·2^n / 2, base·2^n]`, capped.
-pub(crate) fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.min(20)).min(cap);
-    let half = exp / 2;
-    half + half.mul_f64(fastrand::f64())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_secs(5);
-        for attempt in 0..40 {
-            let d = backoff(base, cap, attempt);
-            let exp = base.saturating_mul(1 << attempt.min(20)).min(cap);
-            assert!(
-                d >= exp / 2 && d <= exp,
-                "attempt {attempt}: {d:?} vs {exp:?}"
-            );
-        }
-    }
 
     #[test]
     fn validation_names_the_field() {

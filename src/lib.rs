@@ -52,6 +52,7 @@
 mod actors;
 #[cfg(feature = "aws")]
 mod aws_error;
+mod backoff;
 #[cfg(all(feature = "aws", target_arch = "wasm32", target_os = "unknown"))]
 pub mod browser;
 mod catch_up;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::Shared;
+use crate::backoff::Backoff;
 use crate::checkpoint::{CheckpointStore, ShardCheckpoint, StreamKey};
-use crate::config::backoff;
-use crate::error::{CheckpointError, CheckpointErrorKind};
+use crate::error::{CheckpointError, CheckpointErrorKind, RuntimeError};
 use crate::lease::guard::{LeaseGuard, LeaseState};
 use crate::lease::{Lease, LeaseError, LeaseErrorKind, LeaseStore};
 use crate::record::system_time_to_millis;
@@ -98,7 +98,8 @@ pub(crate) struct CheckpointerState {
     current: BTreeMap<String, ShardCheckpoint>,
     dirty: BTreeMap<String, ShardCheckpoint>,
     flush_scheduled: bool,
-    failed_writes: u32,
+    /// Waits between failed checkpoint writes.
+    write_retry: Backoff,
 }
 
 impl CheckpointerState {
@@ -224,13 +225,10 @@ impl CheckpointerState {
         }
         match first_error {
             None => {
-                self.failed_writes = 0;
+                self.write_retry.reset();
                 Ok(())
             }
-            Some(e) => {
-                self.failed_writes += 1;
-                Err(e)
-            }
+            Some(e) => Err(e),
         }
     }
 
@@ -357,13 +355,10 @@ impl CheckpointerState {
                         self.dirty.remove(&shard);
                     }
                 }
-                self.failed_writes = 0;
+                self.write_retry.reset();
                 Ok(())
             }
-            Err(e) => {
-                self.failed_writes += 1;
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 }
@@ -383,6 +378,7 @@ impl Actor for Checkpointer {
                 CheckpointerMsg::Renew
             });
         }
+        let write_retry = Backoff::for_config(&args.shared.config);
         Ok(CheckpointerState {
             leases: args.leases,
             coordinator: args.coordinator,
@@ -393,7 +389,7 @@ impl Actor for Checkpointer {
             current: args.current,
             dirty: BTreeMap::new(),
             flush_scheduled: false,
-            failed_writes: 0,
+            write_retry,
         })
     }
 
@@ -563,21 +559,25 @@ impl Actor for Checkpointer {
                 let r = state.flush().await;
                 if let Err(e) = &r {
                     if !e.is_retryable() {
-                        let msg = e.to_string();
-                        if let Some(reply) = reply {
-                            let _ = reply.send(r);
-                        }
-                        return Err(msg.into());
+                        // Fatal: whoever asked gets the error; without an asker the checkpointer
+                        // stops with it, typed (the coordinator takes it as the consumer's).
+                        return match (reply, r) {
+                            (Some(reply), r) => {
+                                let _ = reply.send(r);
+                                Err(RuntimeError::new("the checkpoint store failed for good")
+                                    .into())
+                            }
+                            (None, Err(e)) => Err(Box::new(e)),
+                            (None, Ok(())) => Ok(()),
+                        };
                     }
-                    tracing::warn!(error = %e, attempts = state.failed_writes, "checkpoint write failed; retrying");
+                    let wait = state
+                        .write_retry
+                        .next_wait()
+                        .unwrap_or(state.shared.config.max_retry_backoff);
+                    tracing::warn!(error = %e, attempts = state.write_retry.failures(), "checkpoint write failed; retrying");
                     if !state.flush_scheduled {
                         state.flush_scheduled = true;
-                        let cfg = &state.shared.config;
-                        let wait = backoff(
-                            cfg.retry_backoff,
-                            cfg.max_retry_backoff,
-                            state.failed_writes,
-                        );
                         myself.send_after(wait, || CheckpointerMsg::Flush(None));
                     }
                 }

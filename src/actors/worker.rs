@@ -21,8 +21,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use super::checkpointer::CheckpointerMsg;
 use super::handler_actor::{may_take_more, HandlerActor, HandlerArgs, HandlerMsg};
 use super::{call, ExitSlot, Shared, WorkerCount, WorkerExit, WorkerFailure};
+use crate::backoff::Backoff;
 use crate::checkpoint::ShardCheckpoint;
-use crate::config::backoff;
 use crate::delivery::engine::Fatal;
 use crate::delivery::failure::HandlerFailure;
 use crate::error::{CheckpointErrorKind, SourceError, SourceErrorKind};
@@ -149,7 +149,8 @@ pub(crate) struct WorkerState {
     poll_timer: Option<JoinHandle<Result<(), ractor::MessagingErr<WorkerMsg>>>>,
     fetch: Option<crate::rt::JoinHandle<()>>,
     last_poll: Option<Instant>,
-    retries: u32,
+    /// Waits between failed stream calls; reset by a page.
+    retry: Backoff,
     /// The last page said the shard is behind: poll again without the polite pace (I7).
     catching_up: bool,
     /// The wait between catch-up polls since throttling: doubles on every throttle, halves with
@@ -218,9 +219,11 @@ impl WorkerState {
     }
 
     fn retry_delay(&mut self) -> Duration {
-        self.retries += 1;
-        let c = &self.shared.config;
-        backoff(c.retry_backoff, c.max_retry_backoff, self.retries - 1)
+        // A shard worker retries transient failures for as long as they last (the watchdog
+        // reports a stalled shard meanwhile).
+        self.retry
+            .next_wait()
+            .unwrap_or(self.shared.config.max_retry_backoff)
     }
 
     /// Start a fetch in a task of its own (a GetShardIterator when needed, then a GetRecords);
@@ -360,7 +363,7 @@ impl WorkerState {
     fn on_page(&mut self, page: RecordsPage, sent: Instant) -> Result<Step, WorkerFailure> {
         let shared = self.shared.clone();
         let cfg = &shared.config;
-        self.retries = 0;
+        self.retry.reset();
         self.trim_horizon_failures = 0;
         let first_retained = page.records.first().map(|r| r.sequence_number().clone());
 
@@ -537,7 +540,7 @@ impl WorkerState {
                         .min(cfg.max_retry_backoff);
                 }
                 let wait = self.retry_delay();
-                tracing::warn!(%shard, error = %e, retry_in = ?wait, attempt = self.retries, "{op} failed; backing off");
+                tracing::warn!(%shard, error = %e, retry_in = ?wait, attempt = self.retry.failures(), "{op} failed; backing off");
                 Ok(Step::Again(wait))
             }
             SourceErrorKind::TrimmedData => self.on_trimmed(),
@@ -712,6 +715,7 @@ impl Actor for ShardWorker {
             pending_gap: None,
             unreadable_reported: false,
             closed: args.closed,
+            retry: Backoff::for_config(&args.shared.config),
             shared: args.shared,
             shard: args.shard,
             plan: args.plan,
@@ -725,7 +729,6 @@ impl Actor for ShardWorker {
             poll_timer: None,
             fetch: None,
             last_poll: None,
-            retries: 0,
             catching_up: false,
             throttle_pace: Duration::ZERO,
         })

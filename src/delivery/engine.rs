@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 
 use super::failure::{HandlerFailure, Hook};
 use super::{DeliveryFailure, FailureReason, FailureSink, RetryPolicy};
-use crate::config::backoff;
+use crate::backoff::{Backoff, TRANSIENT_ATTEMPTS};
 use crate::events::ConsumerEvent;
 use crate::handler::{Batch, DynHandler, HandlerFactory, ShardInfo};
 use crate::record::{SequenceNumber, StreamRecord};
@@ -201,21 +201,19 @@ impl Lane {
             // The sink stores text: what failed, for whoever reads the dead letters.
             error: error.to_string(),
         };
-        let mut attempt = 0;
+        let mut retry = Backoff::new(Duration::from_millis(200), Duration::from_secs(30))
+            .limited(TRANSIENT_ATTEMPTS);
         loop {
-            match sink.send(failure.clone()).await {
+            let e = match sink.send(failure.clone()).await {
                 Ok(()) => break,
-                Err(e) if attempt < 10 => {
+                Err(e) => e,
+            };
+            match retry.next_wait() {
+                Some(wait) => {
                     tracing::warn!(shard = %self.shard.shard_id, error = %e, "failure sink refused; retrying");
-                    crate::rt::sleep(backoff(
-                        Duration::from_millis(200),
-                        Duration::from_secs(30),
-                        attempt,
-                    ))
-                    .await;
-                    attempt += 1;
+                    crate::rt::sleep(wait).await;
                 }
-                Err(e) => return Err(Fatal::Restart(HandlerFailure::SinkFailing(Arc::from(e)))),
+                None => return Err(Fatal::Restart(HandlerFailure::SinkFailing(Arc::from(e)))),
             }
         }
         tracing::warn!(
@@ -305,7 +303,7 @@ impl Lane {
                     finished += n;
                     break;
                 }
-                crate::rt::sleep(backoff(
+                crate::rt::sleep(Backoff::nth(
                     policy.initial_backoff,
                     policy.max_backoff,
                     attempts - 1,

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::backoff::Backoff;
 use crate::checkpoint::{CheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey};
-use crate::config::{backoff, ConsumerConfig};
+use crate::config::ConsumerConfig;
 use crate::error::{CheckpointError, Error, HandlerError, Result, RuntimeError};
 use crate::events::ConsumerEvent;
 use crate::handler::{Batch, Handler};
@@ -738,16 +739,19 @@ async fn retry<'a, T, F>(mut call: F) -> Result<T>
 where
     F: FnMut() -> BoxFuture<'a, Result<T>>,
 {
-    let mut attempt = 0;
+    let mut retry =
+        Backoff::new(Duration::from_millis(100), Duration::from_secs(10)).limited(MAX_ATTEMPTS - 1);
     loop {
-        match call().await {
-            Err(e) if e.is_retryable() && attempt + 1 < MAX_ATTEMPTS => {
-                let wait = backoff(Duration::from_millis(100), Duration::from_secs(10), attempt);
-                tracing::warn!(error = %e, attempt, backoff = ?wait, "retrying");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
+        let e = match call().await {
+            Err(e) if e.is_retryable() => e,
             other => return other,
+        };
+        match retry.next_wait() {
+            Some(wait) => {
+                tracing::warn!(error = %e, attempt = retry.failures(), backoff = ?wait, "retrying");
+                tokio::time::sleep(wait).await;
+            }
+            None => return Err(e),
         }
     }
 }

@@ -8,8 +8,8 @@ use ractor::{ActorProcessingErr, ActorRef};
 
 use crate::actors::call;
 use crate::actors::checkpointer::CheckpointerMsg;
+use crate::backoff::{Backoff, TRANSIENT_ATTEMPTS};
 use crate::checkpoint::{ShardCheckpoint, StreamCheckpoints};
-use crate::config::backoff;
 use crate::error::{CheckpointError, CheckpointErrorKind, Error, RuntimeError};
 use crate::events::{GapAction, GapKind, LostRange};
 use crate::position::initial_checkpoints;
@@ -151,7 +151,7 @@ impl CoordinatorState {
 
     /// A `LATEST` iterator, retrying transient errors (the first start cannot go on without it).
     pub(super) async fn latest_iterator(&self, shard_id: &str) -> Result<String, Error> {
-        let mut attempt = 0;
+        let mut retry = Backoff::for_config(&self.shared.config).limited(TRANSIENT_ATTEMPTS);
         loop {
             let result = self
                 .shared
@@ -162,17 +162,18 @@ impl CoordinatorState {
                     crate::source::IteratorPosition::Latest,
                 )
                 .await;
-            match result {
+            let e = match result {
                 Ok(it) => return Ok(it),
-                Err(e) if e.is_retryable() && attempt < 20 => {
+                Err(e) => e,
+            };
+            match retry.next_wait().filter(|_| e.is_retryable()) {
+                Some(wait) => {
                     self.shared
                         .metrics
                         .source_error("GetShardIterator", e.kind());
-                    let c = &self.shared.config;
-                    crate::rt::sleep(backoff(c.retry_backoff, c.max_retry_backoff, attempt)).await;
-                    attempt += 1;
+                    crate::rt::sleep(wait).await;
                 }
-                Err(e) => return Err(Error::Source(e)),
+                None => return Err(Error::Source(e)),
             }
         }
     }

@@ -9,7 +9,6 @@ use ractor::{ActorProcessingErr, ActorRef};
 use crate::actors::call;
 use crate::actors::checkpointer::CheckpointerMsg;
 use crate::checkpoint::ShardCheckpoint;
-use crate::config::backoff;
 use crate::error::{Error, SourceErrorKind};
 use crate::events::ConsumerEvent;
 use crate::record::system_time_to_millis;
@@ -55,9 +54,11 @@ impl CoordinatorState {
         let description = match result {
             Ok(d) => d,
             Err(e) if e.is_retryable() => {
-                self.discover_failures += 1;
-                let c = &self.shared.config;
-                let wait = backoff(c.retry_backoff, c.max_retry_backoff, self.discover_failures);
+                // The consumer never gives up on listing its stream: `spawn` waits meanwhile.
+                let wait = self
+                    .discover_retry
+                    .next_wait()
+                    .unwrap_or(self.shared.config.max_retry_backoff);
                 tracing::warn!(error = %e, retry_in = ?wait, "DescribeStream failed; retrying");
                 self.schedule_discover(myself, wait);
                 return Ok(());
@@ -76,7 +77,7 @@ impl CoordinatorState {
                 return Ok(());
             }
         };
-        self.discover_failures = 0;
+        self.discover_retry.reset();
         let new = self.merge(description.shards, true);
         let disabled = matches!(
             description.stream_status,

@@ -8,8 +8,8 @@ use ractor::{ActorProcessingErr, ActorRef};
 use crate::actors::call;
 use crate::actors::checkpointer::CheckpointerMsg;
 use crate::actors::worker::WorkerMsg;
+use crate::backoff::{Backoff, TRANSIENT_ATTEMPTS};
 use crate::checkpoint::ShardCheckpoint;
-use crate::config::backoff;
 use crate::error::{Error, RuntimeError};
 use crate::events::ConsumerEvent;
 use crate::position::initial_checkpoints;
@@ -84,17 +84,15 @@ impl CoordinatorState {
         };
         for s in shards {
             let parents: Vec<String> = s.parent_shard_id.iter().cloned().collect();
-            let mut attempt = 0;
+            let mut retry = Backoff::for_config(&self.shared.config).limited(TRANSIENT_ATTEMPTS);
             loop {
-                match store.create(&self.key, &s.shard_id, &parents).await {
+                let e = match store.create(&self.key, &s.shard_id, &parents).await {
                     Ok(_) => break,
-                    Err(e) if e.is_retryable() && attempt < 10 => {
-                        let c = &self.shared.config;
-                        crate::rt::sleep(backoff(c.retry_backoff, c.max_retry_backoff, attempt))
-                            .await;
-                        attempt += 1;
-                    }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => e,
+                };
+                match retry.next_wait().filter(|_| e.is_retryable()) {
+                    Some(wait) => crate::rt::sleep(wait).await,
+                    None => return Err(e.into()),
                 }
             }
         }

@@ -30,7 +30,7 @@ use super::checkpointer::{Checkpointer, CheckpointerArgs, CheckpointerMsg, Lease
 use super::worker::WorkerMsg;
 use super::{ExitSlot, Outcome, Shared};
 use crate::checkpoint::{CheckpointStore, StreamCheckpoints, StreamKey};
-use crate::error::{Error, RuntimeError};
+use crate::error::{CheckpointError, Error, RuntimeError};
 use crate::events::ConsumerEvent;
 use crate::record::system_time_to_millis;
 
@@ -88,7 +88,7 @@ pub(crate) struct CoordinatorState {
     ready: Option<tokio::sync::oneshot::Sender<()>>,
     validated: bool,
     last_describe: Option<Instant>,
-    discover_failures: u32,
+    discover_retry: crate::backoff::Backoff,
     discover_timer: Option<JoinHandle<Result<(), ractor::MessagingErr<CoordinatorMsg>>>>,
     stream_disabled: bool,
     stopping: bool,
@@ -138,6 +138,7 @@ impl Actor for Coordinator {
             .map(|s| s.started_at_ms)
             .unwrap_or_else(|| system_time_to_millis(args.shared.api.wall_clock()));
         Ok(CoordinatorState {
+            discover_retry: crate::backoff::Backoff::for_config(&args.shared.config),
             shared: args.shared,
             store: args.store,
             key: args.key,
@@ -153,7 +154,6 @@ impl Actor for Coordinator {
             ready: args.ready,
             validated: false,
             last_describe: None,
-            discover_failures: 0,
             discover_timer: None,
             stream_disabled: false,
             stopping: false,
@@ -272,11 +272,12 @@ impl Actor for Coordinator {
         evt: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, panic) = match evt {
-            SupervisionEvent::ActorFailed(cell, e) => (cell, Some(e.to_string())),
+        let (cell, failure) = match evt {
+            SupervisionEvent::ActorFailed(cell, e) => (cell, Some(e)),
             SupervisionEvent::ActorTerminated(cell, ..) => (cell, None),
             _ => return Ok(()),
         };
+        let panic = failure.as_ref().map(|e| e.to_string());
         if let Some(running) = state.workers.remove(&cell.get_id()) {
             let exit = running
                 .exit
@@ -294,15 +295,20 @@ impl Actor for Coordinator {
         {
             // Without a checkpointer nothing can be recorded: stop rather than run unrecorded.
             state.checkpointer = None;
-            let e = panic.unwrap_or_else(|| "checkpointer stopped".into());
-            state.record_error(
-                RuntimeError::new("the checkpointer failed")
-                    .with_source(e.clone())
+            // A store that failed for good stops the checkpointer with its typed error.
+            let error: Error = match failure.map(|e| e.downcast::<CheckpointError>()) {
+                Some(Ok(e)) => Error::Checkpoint(*e),
+                Some(Err(other)) => RuntimeError::new("the checkpointer failed")
+                    .with_source(other)
                     .into(),
-            );
+                None => RuntimeError::new("the checkpointer stopped").into(),
+            };
+            let text = error.to_string();
+            state.record_error(error);
             state.stopping = true;
-            let error = Some(e);
-            state.shared.emit(ConsumerEvent::Stopped { error });
+            state
+                .shared
+                .emit(ConsumerEvent::Stopped { error: Some(text) });
             myself.stop(Some("checkpointer failed".into()));
         }
         Ok(())

@@ -10,8 +10,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::actors::checkpointer::CheckpointerMsg;
 use crate::actors::worker::{ShardWorker, WorkerArgs, WorkerMsg};
 use crate::actors::{call, ExitSlot, WorkerExit};
+use crate::backoff::Backoff;
 use crate::checkpoint::ShardCheckpoint;
-use crate::config::backoff;
 use crate::error::{Error, RuntimeError};
 use crate::events::ConsumerEvent;
 use crate::handler::ShardInfo;
@@ -181,7 +181,7 @@ impl CoordinatorState {
         entry.run = Run::Backoff;
         self.shared.metrics.restarts.add(1, &[]);
         self.show(shard_id, ShardState::Restarting, Some(&error));
-        let wait = backoff(policy.initial_backoff, policy.max_backoff, failures - 1);
+        let wait = Backoff::nth(policy.initial_backoff, policy.max_backoff, failures - 1);
         tracing::warn!(shard = shard_id, %error, failures, backoff = ?wait, "shard worker failed; restarting from its checkpoint");
         self.shared.emit(ConsumerEvent::WorkerRestarted {
             shard_id: shard_id.to_owned(),
