@@ -2,16 +2,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use ractor::concurrency::JoinHandle;
-use ractor::{Actor, ActorRef};
 use tokio::sync::broadcast;
 
-use crate::actors::coordinator::{Coordinator, CoordinatorArgs, CoordinatorMsg};
-use crate::actors::{Outcome, Shared};
+use crate::actors::{Outcome, Shared, Tree};
 use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore, StreamKey};
 use crate::config::{ConsumerConfig, GapPolicy};
 use crate::delivery::{FailureSink, KindFilter, RecordFilter, RetryPolicy};
-use crate::error::{Error, Result, RuntimeError};
+use crate::error::{Error, Result};
 use crate::events::ConsumerEvent;
 use crate::handler::{handler_fn, DynHandler, Handler, HandlerFactory, ShardInfo};
 use crate::lease::LeaseStore;
@@ -53,8 +50,7 @@ pub const EVENT_CAPACITY: usize = 4096;
 /// # Ok(()) }
 /// ```
 pub struct Consumer {
-    coordinator: ActorRef<CoordinatorMsg>,
-    join: Option<JoinHandle<()>>,
+    actors: Tree,
     events: broadcast::Sender<ConsumerEvent>,
     outcome: Outcome,
     stream_arn: String,
@@ -232,9 +228,8 @@ impl Consumer {
     ///
     /// Cancel-safe; the error is returned once.
     pub async fn join(&mut self) -> Result<()> {
-        if let Some(handle) = self.join.as_mut() {
-            let _ = handle.await;
-            self.join = None;
+        if !self.stopped {
+            self.actors.join().await;
             self.stopped = true;
         }
         self.take_outcome()
@@ -245,10 +240,7 @@ impl Consumer {
     /// it had.
     pub async fn shutdown(mut self) -> Result<()> {
         if !self.stopped {
-            let _ = self.coordinator.call(CoordinatorMsg::Shutdown, None).await;
-            if let Some(handle) = self.join.take() {
-                let _ = handle.await;
-            }
+            self.actors.shutdown().await;
             self.stopped = true;
         }
         self.take_outcome()
@@ -261,7 +253,7 @@ impl Consumer {
 
     fn kill(&mut self) {
         if !self.stopped {
-            self.coordinator.kill();
+            self.actors.kill();
             self.stopped = true;
         }
         // A killed actor runs no `post_stop`: tell those waiting on the board here.
@@ -569,34 +561,9 @@ impl ConsumerBuilder {
             workers: std::sync::atomic::AtomicUsize::new(0),
         });
         let outcome: Outcome = Arc::new(Mutex::new(None));
-        let (ready, started) = tokio::sync::oneshot::channel();
-        let (coordinator, join) = Actor::spawn(
-            None,
-            Coordinator,
-            CoordinatorArgs {
-                shared,
-                store,
-                key,
-                stored,
-                outcome: outcome.clone(),
-                ready: Some(ready),
-            },
-        )
-        .await
-        .map_err(|e| {
-            Error::Runtime(RuntimeError::new("the coordinator did not start").with_source(e))
-        })?;
-        if started.await.is_err() {
-            // The coordinator stopped before positions were established: say why.
-            let _ = join.await;
-            let error = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
-            return Err(error.unwrap_or_else(|| {
-                RuntimeError::new("the consumer stopped while starting").into()
-            }));
-        }
+        let actors = Tree::start(shared, store, key, stored, outcome.clone()).await?;
         Ok(Consumer {
-            coordinator,
-            join: Some(join),
+            actors,
             events,
             outcome,
             stream_arn: self.stream_arn,

@@ -1,4 +1,5 @@
-//! The actor tree. ractor stays inside this module; the rest of the crate sees plain types.
+//! The actor tree. ractor stays inside this module (and `rt`'s browser timers); the rest of the
+//! crate sees plain types: [`Tree`] is what the public `Consumer` holds.
 //!
 //! ```text
 //! Coordinator ─ supervises ─┬─ ShardWorker (one per shard being read) ─ HandlerActor (user code)
@@ -25,6 +26,79 @@ use crate::handler::HandlerFactory;
 use crate::source::StreamsApi;
 use crate::status::StatusBoard;
 use crate::telemetry::Metrics;
+
+/// A consumer's running actor tree, as the public handle sees it: started, asked to stop,
+/// killed, or waited for, without ractor showing through.
+pub(crate) struct Tree {
+    coordinator: ActorRef<coordinator::CoordinatorMsg>,
+    join: Option<ractor::concurrency::JoinHandle<()>>,
+}
+
+impl Tree {
+    /// Start the coordinator (it starts the rest) and wait until the first discovery
+    /// established every shard's position. Fails with why the consumer stopped meanwhile.
+    pub(crate) async fn start(
+        shared: Arc<Shared>,
+        store: Arc<dyn crate::checkpoint::CheckpointStore>,
+        key: crate::checkpoint::StreamKey,
+        stored: Option<crate::checkpoint::StreamCheckpoints>,
+        outcome: Outcome,
+    ) -> Result<Self, Error> {
+        let (ready, started) = tokio::sync::oneshot::channel();
+        let (coordinator, join) = ractor::Actor::spawn(
+            None,
+            coordinator::Coordinator,
+            coordinator::CoordinatorArgs {
+                shared,
+                store,
+                key,
+                stored,
+                outcome: outcome.clone(),
+                ready: Some(ready),
+            },
+        )
+        .await
+        .map_err(|e| {
+            Error::Runtime(
+                crate::error::RuntimeError::new("the coordinator did not start").with_source(e),
+            )
+        })?;
+        if started.await.is_err() {
+            // The coordinator stopped before positions were established: say why.
+            let _ = join.await;
+            let error = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
+            return Err(error.unwrap_or_else(|| {
+                crate::error::RuntimeError::new("the consumer stopped while starting").into()
+            }));
+        }
+        Ok(Self {
+            coordinator,
+            join: Some(join),
+        })
+    }
+
+    /// Wait until every actor stopped. Cancel-safe.
+    pub(crate) async fn join(&mut self) {
+        if let Some(handle) = self.join.as_mut() {
+            let _ = handle.await;
+            self.join = None;
+        }
+    }
+
+    /// Graceful stop (see `Consumer::shutdown`), then wait for it.
+    pub(crate) async fn shutdown(&mut self) {
+        let _ = self
+            .coordinator
+            .call(coordinator::CoordinatorMsg::Shutdown, None)
+            .await;
+        self.join().await;
+    }
+
+    /// Stop everything at once, as a crash would.
+    pub(crate) fn kill(&self) {
+        self.coordinator.kill();
+    }
+}
 
 /// What every actor of one consumer shares, read-only.
 pub(crate) struct Shared {
