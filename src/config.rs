@@ -132,8 +132,9 @@ pub struct ConsumerConfig {
     /// wait with every page that follows. Set it to `min_poll_interval` to keep the old pace.
     /// Default 0: at once.
     pub catch_up_poll_interval: Duration,
-    /// A page whose newest record is older than this counts as behind even when it is not full
-    /// (a page cut by the 1 MB limit). Default 10 s.
+    /// A page whose newest record is older than this (beyond the rounding of its creation time:
+    /// a second on DynamoDB, a minute on DynamoDB Local) counts as behind even when it is not
+    /// full (a page cut by the 1 MB limit). Default 10 s.
     pub catch_up_lag: Duration,
     /// First backoff after a throttled or failed GetRecords; doubles up to `max_retry_backoff`,
     /// with jitter. Default 200 ms.

@@ -451,8 +451,8 @@ impl WorkerState {
         self.phase = Phase::Reading;
         let old = times
             .1
-            .and_then(|t| wall.duration_since(t).ok())
-            .is_some_and(|age| age > cfg.catch_up_lag);
+            .and_then(|t| Some((wall.duration_since(t).ok()?, rounding(t))))
+            .is_some_and(|(age, rounding)| age > cfg.catch_up_lag + rounding);
         self.catching_up = full || old;
         // Climb back after throttling: half the wait with every page.
         self.throttle_pace /= 2;
@@ -682,6 +682,19 @@ impl WorkerState {
     }
 }
 
+/// How much older than its record a creation time may read: DynamoDB rounds it down to the
+/// second, DynamoDB Local to the minute. Read from the time itself: a whole minute may be
+/// rounded by a minute (a record of a second-rounding stream created at :00 then merely counts
+/// as behind 59 s later).
+fn rounding(t: SystemTime) -> Duration {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    match (since.subsec_nanos(), since.as_secs() % 60) {
+        (0, 0) => Duration::from_secs(60),
+        (0, _) => Duration::from_secs(1),
+        _ => Duration::ZERO,
+    }
+}
+
 /// Whether a record was created before a `LATEST` bookmark (records without a time are kept).
 fn predates(created: Option<SystemTime>, bookmark: Option<SystemTime>) -> bool {
     matches!((created, bookmark), (Some(c), Some(b)) if c < b)
@@ -813,6 +826,9 @@ impl Actor for ShardWorker {
             }
             WorkerMsg::Fetched(fetched) => {
                 state.fetch = None;
+                // Pace from when the GetRecords was sent, not from when the fetch began: a
+                // GetShardIterator before it must not bring two GetRecords closer (I7).
+                state.last_poll = Some(fetched.started);
                 if !state.reading() {
                     // Draining or ending: what was read is not handed over.
                     return Ok(());
@@ -921,5 +937,21 @@ impl Actor for ShardWorker {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creation_times_are_as_coarse_as_they_look() {
+        let at = |secs: u64, nanos: u32| SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+        // DynamoDB Local: whole minutes.
+        assert_eq!(rounding(at(1_796_218_740, 0)), Duration::from_secs(60));
+        // DynamoDB: whole seconds.
+        assert_eq!(rounding(at(1_796_218_741, 0)), Duration::from_secs(1));
+        // The simulator: exact.
+        assert_eq!(rounding(at(1_796_218_741, 5_000_000)), Duration::ZERO);
     }
 }

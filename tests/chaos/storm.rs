@@ -212,6 +212,10 @@ async fn throttling_and_5xx_storm_loses_nothing_and_keeps_pace() {
     // The same at the source, where the consumer starts its calls: no network in between.
     let started = api.call_starts("GetRecords");
     let peak_started = max_in_window(&started, Duration::from_millis(990));
+    if std::env::var("DDBSTREAM_DEBUG").is_ok() {
+        let ms: Vec<u128> = started.iter().map(|d| d.as_millis()).collect();
+        eprintln!("GetRecords starts (ms): {ms:?}");
+    }
     let all_attempts = attempts(&seen, GET_RECORDS, storm_from, storm_to);
     let peak_attempts = max_in_window(&all_attempts, Duration::from_secs(1));
     let storm_seen: Vec<_> = seen
