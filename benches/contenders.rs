@@ -6,8 +6,11 @@
 //! - a raw `aws_sdk_dynamodbstreams` loop (DescribeStream, then per shard GetShardIterator
 //!   TRIM_HORIZON and GetRecords until no next iterator, shards concurrently): the floor of any
 //!   consumer built on the Rust SDK;
-//! - this crate's consumer with a no-op handler, and with typed decoding of every new image into
-//!   a serde struct;
+//! - this crate's consumer with its default configuration (catch-up mode: a shard that is
+//!   behind reads again at once) and a no-op handler, and with typed decoding of every new image
+//!   into a serde struct;
+//! - `ddbstream tail` with its defaults, its JSON lines read from a pipe and counted (process
+//!   start-up included: it is what a user waits for);
 //! - the npm package `dynamodb-stream` 1.x on the JS SDK v3, driven by its own
 //!   `fetchStreamState()` loop (scripts/bench-npm/driver.js), with and without `unmarshall`.
 //!
@@ -160,8 +163,7 @@ async fn our_consumer(endpoint: &Endpoint, typed: bool) -> Run {
                 Ok::<(), HandlerError>(())
             }
         })
-        // The endpoint has no rate limit: poll as fast as the handler acknowledges.
-        .configure(|c| c.min_poll_interval = Duration::ZERO)
+        // Defaults: catch-up mode reads a backlog at once.
         .spawn()
         .await
         .expect("spawn the consumer");
@@ -173,6 +175,42 @@ async fn our_consumer(endpoint: &Endpoint, typed: bool) -> Run {
     let elapsed = started.elapsed().as_secs_f64();
     consumer.shutdown().await.expect("shutdown");
     (seen.load(Ordering::Relaxed), elapsed)
+}
+
+/// `ddbstream tail --from trim-horizon` with its defaults, until it printed every record.
+fn tail_cli(endpoint: &Endpoint) -> Run {
+    use std::io::BufRead;
+    let total = endpoint.spec.total_records();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ddbstream"))
+        .args(["tail", "--stream-arn", &endpoint.stream_arn, "--from", "trim-horizon"])
+        .env("AWS_ENDPOINT_URL", &endpoint.url)
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ddbstream tail");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = 0u64;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, stdout);
+    let mut line = Vec::new();
+    while lines < total {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => lines += 1,
+            Err(e) => panic!("reading tail's output: {e}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // Done: a plain kill (its position is not kept anyway).
+    let _ = child.kill();
+    let _ = child.wait();
+    (lines, elapsed)
 }
 
 fn npm_dir() -> PathBuf {
@@ -246,6 +284,7 @@ enum Contender {
     Raw,
     Ours,
     OursTyped,
+    Tail,
     Npm,
     NpmUnmarshall,
 }
@@ -256,6 +295,7 @@ impl Contender {
             Self::Raw => "raw",
             Self::Ours => "ours",
             Self::OursTyped => "typed",
+            Self::Tail => "tail",
             Self::Npm => "npm",
             Self::NpmUnmarshall => "npm-unmarshall",
         }
@@ -266,6 +306,7 @@ impl Contender {
             Self::Raw => "raw aws-sdk-dynamodbstreams GetRecords loop".into(),
             Self::Ours => "dynamodb-stream (this crate), no-op handler".into(),
             Self::OursTyped => "dynamodb-stream (this crate), typed decode of NewImage".into(),
+            Self::Tail => "ddbstream tail (defaults), JSON lines to a pipe".into(),
             Self::Npm => format!("npm dynamodb-stream {npm_version} + JS SDK v3, raw records"),
             Self::NpmUnmarshall => {
                 format!("npm dynamodb-stream {npm_version} + JS SDK v3, unmarshall")
@@ -293,6 +334,7 @@ fn scenario(rt: &tokio::runtime::Runtime, spec: Spec, rounds: usize, contenders:
                 Contender::Raw => rt.block_on(raw_sdk_loop(&endpoint)),
                 Contender::Ours => rt.block_on(our_consumer(&endpoint, false)),
                 Contender::OursTyped => rt.block_on(our_consumer(&endpoint, true)),
+                Contender::Tail => tail_cli(&endpoint),
                 Contender::Npm => npm_package(&endpoint, false),
                 Contender::NpmUnmarshall => npm_package(&endpoint, true),
             };
@@ -351,12 +393,15 @@ fn scenario(rt: &tokio::runtime::Runtime, spec: Spec, rounds: usize, contenders:
     };
     println!(
         "ratios ({} shard(s)): us/raw = {}, typed/raw = {}, us/npm = {} (no-op vs raw \
-         records), typed/npm-unmarshall = {}",
+         records), typed/npm-unmarshall = {}, tail/npm = {}, tail/raw = {}; load average {}",
         spec.shards,
         ratio(Contender::Ours, Contender::Raw),
         ratio(Contender::OursTyped, Contender::Raw),
         ratio(Contender::Ours, Contender::Npm),
         ratio(Contender::OursTyped, Contender::NpmUnmarshall),
+        ratio(Contender::Tail, Contender::Npm),
+        ratio(Contender::Tail, Contender::Raw),
+        support::load_average(),
     );
     for (i, c) in contenders.iter().enumerate() {
         let per_run = |n: u64| n as f64 / rounds as f64;
@@ -381,7 +426,12 @@ fn main() {
     // `--shards 1|100` one scenario.
     let only = support::arg_value("--only");
     let only_shards: Option<usize> = support::arg_value("--shards").and_then(|s| s.parse().ok());
-    let mut contenders = vec![Contender::Raw, Contender::Ours, Contender::OursTyped];
+    let mut contenders = vec![
+        Contender::Raw,
+        Contender::Ours,
+        Contender::OursTyped,
+        Contender::Tail,
+    ];
     let wants_npm = only.as_deref().is_none_or(|o| o.starts_with("npm"));
     if wants_npm {
         match npm_unavailable() {

@@ -103,3 +103,12 @@ fn clock_ticks_per_second() -> u64 {
 pub fn mb(bytes: f64) -> String {
     format!("{:.1} MB", bytes / 1e6)
 }
+
+/// The 1, 5 and 15 minute load averages, as /proc/loadavg has them ("?" elsewhere): printed
+/// with every ratio, so a figure measured on a busy machine says so.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
