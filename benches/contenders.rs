@@ -183,7 +183,13 @@ fn tail_cli(endpoint: &Endpoint) -> Run {
     let total = endpoint.spec.total_records();
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ddbstream"))
-        .args(["tail", "--stream-arn", &endpoint.stream_arn, "--from", "trim-horizon"])
+        .args([
+            "tail",
+            "--stream-arn",
+            &endpoint.stream_arn,
+            "--from",
+            "trim-horizon",
+        ])
         .env("AWS_ENDPOINT_URL", &endpoint.url)
         .env("AWS_ACCESS_KEY_ID", "bench")
         .env("AWS_SECRET_ACCESS_KEY", "bench")
@@ -469,6 +475,7 @@ fn main() {
             shards,
             pages_per_shard,
             records_per_page,
+            open: false,
         };
         scenario(&rt, spec, rounds, &contenders);
     }

@@ -12,10 +12,13 @@
 //!   one core; and the GetRecords calls made in that window (default `idle_poll_interval` 1 s per
 //!   shard: ~1 call per shard per second is expected).
 //!
-//! Two sources, each in rows of its own: the simulator, which answers every call with real
+//! Three sources, each in rows of its own: the simulator, which answers every call with real
 //! bookkeeping (its CPU and memory count too, so those rows are an upper bound for the
-//! consumer), and an idle stub (`IdleStub` below: open shards, every GetRecords an empty page,
-//! next to no work per call), whose rows are the consumer's own cost.
+//! consumer); an idle stub (`IdleStub` below: open shards, every GetRecords an empty page,
+//! next to no work per call), whose rows are the consumer's own cost; and the real
+//! `aws_sdk_dynamodbstreams` client against the canned endpoint in idle mode (open shards, empty
+//! pages; the endpoint runs in the parent process, so the rows are the consumer's and the SDK's
+//! cost: signing, HTTP, parsing), what a service pays.
 //!
 //! `cargo bench --bench scale` (add `-- --quick` for a fast smoke run with 100 and 1,000 shards
 //! and a 2 s window; `cargo test --all-targets` builds it unoptimised and runs it in quick mode).
@@ -130,10 +133,61 @@ impl StreamsApi for IdleStub {
     }
 }
 
-/// What the consumer reads from: the simulator, or the idle stub.
+/// Counts the calls of the SDK client.
+#[derive(Clone)]
+struct CountingSdk {
+    inner: aws_sdk_dynamodbstreams::Client,
+    calls: Arc<StubCalls>,
+}
+
+impl StreamsApi for CountingSdk {
+    fn describe_stream(
+        &self,
+        request: DescribeStreamRequest,
+    ) -> BoxFuture<'_, Result<StreamDescription, SourceError>> {
+        self.calls.describe.fetch_add(1, Ordering::Relaxed);
+        StreamsApi::describe_stream(&self.inner, request)
+    }
+
+    fn get_shard_iterator(
+        &self,
+        stream_arn: String,
+        shard_id: String,
+        position: IteratorPosition,
+    ) -> BoxFuture<'_, Result<String, SourceError>> {
+        StreamsApi::get_shard_iterator(&self.inner, stream_arn, shard_id, position)
+    }
+
+    fn get_records(
+        &self,
+        shard_iterator: String,
+        limit: Option<u32>,
+    ) -> BoxFuture<'_, Result<RecordsPage, SourceError>> {
+        self.calls.get_records.fetch_add(1, Ordering::Relaxed);
+        StreamsApi::get_records(&self.inner, shard_iterator, limit)
+    }
+}
+
+/// An SDK client for the canned endpoint, configured as a service would: static credentials,
+/// the crate's recommended timeouts, standard retries.
+fn sdk_client(url: &str) -> aws_sdk_dynamodbstreams::Client {
+    use aws_sdk_dynamodbstreams::config::{BehaviorVersion, Credentials, Region};
+    aws_sdk_dynamodbstreams::Client::from_conf(
+        aws_sdk_dynamodbstreams::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(support::canned::REGION))
+            .endpoint_url(url)
+            .credentials_provider(Credentials::new("bench", "bench", None, None, "bench"))
+            .timeout_config(dynamodb_stream::recommended_timeouts())
+            .build(),
+    )
+}
+
+/// What the consumer reads from: the simulator, the idle stub, or the SDK client.
 enum Source {
     Sim(Simulator),
     Stub(IdleStub),
+    Sdk(CountingSdk),
 }
 
 impl Source {
@@ -144,35 +198,40 @@ impl Source {
                 let s = sim.stats();
                 (s.describe_stream_calls, s.get_records_calls)
             }
-            Source::Stub(stub) => (
-                stub.calls.describe.load(Ordering::Relaxed),
-                stub.calls.get_records.load(Ordering::Relaxed),
+            Source::Stub(IdleStub { calls, .. }) | Source::Sdk(CountingSdk { calls, .. }) => (
+                calls.describe.load(Ordering::Relaxed),
+                calls.get_records.load(Ordering::Relaxed),
             ),
         }
     }
 }
 
 /// Measure one shard count in this process; prints one JSON line.
-fn child(shards: usize, idle: Duration, stub: bool) {
+fn child(shards: usize, idle: Duration, source: &str, endpoint: Option<String>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let (_, rss_start) = support::rss();
     let report = rt.block_on(async move {
-        let source = if stub {
-            Source::Stub(IdleStub {
+        let source = match (source, endpoint) {
+            ("stub", _) => Source::Stub(IdleStub {
                 shards,
                 calls: Arc::default(),
-            })
-        } else {
-            Source::Sim(Simulator::builder().initial_shards(shards).seed(1).build())
+            }),
+            ("sdk", Some(url)) => Source::Sdk(CountingSdk {
+                inner: sdk_client(&url),
+                calls: Arc::default(),
+            }),
+            ("sdk", None) => panic!("--source sdk needs --endpoint"),
+            _ => Source::Sim(Simulator::builder().initial_shards(shards).seed(1).build()),
         };
         let (_, rss_sim) = support::rss();
         let started = Instant::now();
         let builder = match &source {
             Source::Sim(sim) => Consumer::builder(sim.clone(), sim.stream_arn()),
             Source::Stub(stub) => Consumer::builder(stub.clone(), STUB_ARN),
+            Source::Sdk(sdk) => Consumer::builder(sdk.clone(), support::canned::STREAM_ARN),
         };
         let consumer = builder
             .handler_fn(|_batch: Batch| async { Ok::<(), HandlerError>(()) })
@@ -244,8 +303,13 @@ fn main() {
         let idle = support::arg_value("--idle")
             .and_then(|s| s.parse().ok())
             .map_or(Duration::from_secs(10), Duration::from_secs_f64);
-        let stub = support::arg_value("--source").as_deref() == Some("stub");
-        child(n.parse().expect("--child N"), idle, stub);
+        let source = support::arg_value("--source").unwrap_or_else(|| "sim".into());
+        child(
+            n.parse().expect("--child N"),
+            idle,
+            &source,
+            support::arg_value("--endpoint"),
+        );
         return;
     }
     let quick = support::quick();
@@ -254,10 +318,12 @@ fn main() {
     } else {
         (&[1000, 10_000], 10.0)
     };
-    // `--source sim|stub` runs one source only (e.g. under a profiler).
-    let sources: Vec<&str> = match support::arg_value("--source") {
-        Some(s) => vec![if s == "stub" { "stub" } else { "sim" }],
-        None => vec!["sim", "stub"],
+    // `--source sim|stub|sdk` runs one source only (e.g. under a profiler).
+    let sources: Vec<&str> = match support::arg_value("--source").as_deref() {
+        Some("stub") => vec!["stub"],
+        Some("sdk") => vec!["sdk"],
+        Some(_) => vec!["sim"],
+        None => vec!["sim", "stub", "sdk"],
     };
     println!(
         "## scale ({}; {} CPUs; default config, multi-thread runtime, one process per row)",
@@ -277,12 +343,18 @@ fn main() {
     let exe = std::env::current_exe().expect("current exe");
     for source in sources {
         for &n in sizes {
-            let out = Command::new(&exe)
-                .args(["--child", &n.to_string(), "--idle", &idle.to_string()])
+            // The SDK rows read from a canned endpoint served by this (parent) process.
+            let endpoint = (source == "sdk")
+                .then(|| support::canned::Endpoint::start(support::canned::Spec::idle(n)));
+            let mut cmd = Command::new(&exe);
+            cmd.args(["--child", &n.to_string(), "--idle", &idle.to_string()])
                 .args(["--source", source])
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("run the child");
+                .stderr(Stdio::inherit());
+            if let Some(e) = &endpoint {
+                cmd.args(["--endpoint", &e.url]);
+            }
+            let out = cmd.output().expect("run the child");
+            drop(endpoint);
             assert!(out.status.success(), "child for {n} shards failed");
             let stdout = String::from_utf8_lossy(&out.stdout);
             let line = stdout.lines().last().unwrap_or_default();
@@ -298,10 +370,10 @@ fn main() {
             println!(
                 "| {} | {} | {:.2} s (spawn returned after {:.2} s) | {} | {} | {:.1} KB \
                  | {:.1} % | {} | {:.2} s |",
-                if source == "stub" {
-                    "idle stub"
-                } else {
-                    "simulator"
+                match source {
+                    "stub" => "idle stub",
+                    "sdk" => "aws-sdk client → canned endpoint",
+                    _ => "simulator",
                 },
                 support::thousands(n as f64),
                 f("startup_s"),

@@ -54,9 +54,22 @@ pub struct Spec {
     pub pages_per_shard: usize,
     /// Records per page (at most 1000, as the service).
     pub records_per_page: usize,
+    /// Open shards: no `EndingSequenceNumber`, and every GetRecords past the last page answers
+    /// an empty page with a next iterator (idle shards, for the scale bench).
+    pub open: bool,
 }
 
 impl Spec {
+    /// `shards` open shards without any record: every GetRecords is an empty page.
+    pub fn idle(shards: usize) -> Self {
+        Self {
+            shards,
+            pages_per_shard: 0,
+            records_per_page: 1,
+            open: true,
+        }
+    }
+
     /// Records a consumer reading every shard to its end receives.
     pub fn total_records(&self) -> u64 {
         (self.shards * self.pages_per_shard * self.records_per_page) as u64
@@ -375,6 +388,12 @@ impl Shared {
                     return Reply::error(400, "ResourceNotFoundException", "no such shard");
                 }
                 if page >= self.spec.pages_per_shard {
+                    if self.spec.open {
+                        // An open shard with nothing new: an empty page, the same position.
+                        return Reply::json(
+                            json!({ "Records": [], "NextShardIterator": iterator(k, page) }),
+                        );
+                    }
                     // Read to the end of a closed shard.
                     return Reply::json(json!({ "Records": [] }));
                 }
@@ -400,6 +419,12 @@ impl Shared {
 
     fn describe_shard(&self, k: usize) -> Value {
         let records = self.spec.pages_per_shard * self.spec.records_per_page;
+        if self.spec.open {
+            return json!({
+                "ShardId": shard_id(k),
+                "SequenceNumberRange": { "StartingSequenceNumber": sequence_number(0) },
+            });
+        }
         json!({
             "ShardId": shard_id(k),
             "SequenceNumberRange": {
