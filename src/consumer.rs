@@ -235,9 +235,9 @@ impl Consumer {
         self.take_outcome()
     }
 
-    /// Graceful stop: stop reading, let in-flight batches finish, write the final checkpoint,
-    /// call `on_shutdown` on every handler. Returns the error the consumer had stopped with, if
-    /// it had.
+    /// Graceful stop: stop reading, let in-flight batches finish, call `on_shutdown` on every
+    /// handler, write the final checkpoint (with leases: then hand every lease back). Returns the
+    /// error the consumer had stopped with, if it had.
     pub async fn shutdown(mut self) -> Result<()> {
         if !self.stopped {
             self.actors.shutdown().await;
