@@ -69,6 +69,15 @@ pub struct LeaseConfig {
     /// latency of the lease write. Default 2 s; must be below `lease_duration -
     /// renew_interval`.
     pub safety_margin: Duration,
+    /// Balance by handing leases over instead of stealing them: a worker below its share asks
+    /// a busier one for a lease; the owner stops reading that shard, lets its handler finish
+    /// what it was given, writes the checkpoint and releases the lease, so the taker starts
+    /// right after the last acknowledged record — no record handled twice. An owner that does
+    /// not hand over within `handoff_timeout` (stopped, paused, or a store that cannot hand
+    /// over) has its lease stolen as before. Default `true`.
+    pub graceful_handoff: bool,
+    /// How long a worker waits for a lease it asked for before it steals it. Default 20 s.
+    pub handoff_timeout: Duration,
 }
 
 impl Default for LeaseConfig {
@@ -79,6 +88,8 @@ impl Default for LeaseConfig {
             max_leases_per_worker: usize::MAX,
             max_steals_per_round: 1,
             safety_margin: Duration::from_secs(2),
+            graceful_handoff: true,
+            handoff_timeout: Duration::from_secs(20),
         }
     }
 }

@@ -98,6 +98,15 @@ pub enum ConsumerEvent {
         /// The shard.
         shard_id: String,
     },
+    /// Lease mode: another worker asked for a shard's lease, and this worker handed it over:
+    /// it stopped reading the shard, its handler finished what it was given, the checkpoint was
+    /// written and the lease released (`lease.graceful_handoff`). Nothing is repeated.
+    LeaseHandedOver {
+        /// The shard.
+        shard_id: String,
+        /// The worker that asked for it.
+        to: String,
+    },
     /// The stream no longer takes writes (disabled); the consumer stops once every shard ended.
     StreamDisabled,
     /// The consumer stopped; `error` is set when it stopped because of a failure.

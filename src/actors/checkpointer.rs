@@ -67,6 +67,13 @@ pub(crate) enum CheckpointerMsg {
         shards: Option<Vec<String>>,
         reply: RpcReplyPort<()>,
     },
+    /// Lease mode: write what is pending, then make `to` the owner of this shard's lease (a
+    /// take on its behalf, fenced by this worker's counter), for a handoff it asked for.
+    HandOver {
+        shard: String,
+        to: String,
+        reply: RpcReplyPort<Result<(), CheckpointError>>,
+    },
     /// Lease mode: renew every held lease.
     Renew,
     /// Lease mode: the shards this worker holds.
@@ -116,6 +123,35 @@ impl CheckpointerState {
     }
 
     /// Write everything dirty. A failed write keeps it dirty for the next attempt.
+    /// Hand a held lease over to `to`: the checkpoint first (the next owner starts right after
+    /// it), then the lease, with a full term, so `to` adopts it at its next round.
+    async fn hand_over(&mut self, shard: &str, to: &str) -> Result<(), CheckpointError> {
+        self.flush().await?;
+        let Some(leases) = self.leases.as_mut() else {
+            return Ok(());
+        };
+        let Some(held) = leases.held.remove(shard) else {
+            return Err(CheckpointError::new(
+                CheckpointErrorKind::LeaseLost,
+                format!("the lease of shard {shard} is no longer held here"),
+            ));
+        };
+        held.guard.lose();
+        let (store, duration) = (
+            leases.store.clone(),
+            self.shared.config.lease.lease_duration,
+        );
+        let expires = self.now_ms() + u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        store
+            .take(&self.key, shard, held.counter, to, expires)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                CheckpointError::new(CheckpointErrorKind::LeaseLost, "the handoff was refused")
+                    .with_source(e)
+            })
+    }
+
     fn now_ms(&self) -> u64 {
         system_time_to_millis(self.shared.api.wall_clock())
     }
@@ -492,6 +528,10 @@ impl Actor for Checkpointer {
                     }
                     state.dirty.remove(&taken.shard_id);
                 }
+                let _ = reply.send(result);
+            }
+            CheckpointerMsg::HandOver { shard, to, reply } => {
+                let result = state.hand_over(&shard, &to).await;
                 let _ = reply.send(result);
             }
             CheckpointerMsg::Release { shards, reply } => {

@@ -19,8 +19,8 @@ use ddb::types::{
 };
 
 use super::{
-    check_counter, check_forward, check_owner, next_counter, not_found, Lease, LeaseError,
-    LeaseErrorKind, LeaseStore,
+    check_counter, check_forward, check_held_by, check_owner, next_counter, not_found, Lease,
+    LeaseError, LeaseErrorKind, LeaseStore,
 };
 use crate::aws_error::{self, modeled_codes, short_code, Failure, ModeledCode};
 use crate::checkpoint::{ShardCheckpoint, StreamKey};
@@ -39,6 +39,7 @@ const STATE: &str = "checkpointState";
 const SEQUENCE: &str = "sequenceNumber";
 const SEQUENCE_KEY: &str = "sequenceKey";
 const SINCE: &str = "sinceMs";
+const HANDOFF: &str = "handoffTo";
 
 const STATE_PROCESSED: &str = "processed";
 const STATE_ENDED: &str = "ended";
@@ -64,13 +65,15 @@ const ACTIVE_TIMEOUT: Duration = Duration::from_secs(180);
 /// | `sequenceNumber`  | S    | the last processed record (with `processed`)                   |
 /// | `sequenceKey`     | S    | `sequenceNumber` zero-padded to 40 digits (with `processed`)   |
 /// | `sinceMs`         | N    | the `LATEST` bookmark time (with `latest`)                     |
+/// | `handoffTo`       | S    | a worker that asked the owner to hand the lease over           |
 ///
 /// `sequenceKey` exists because conditions compare strings, and sequence numbers have 21 to 40
 /// digits: padded to the same width, string order is numeric order, so "never backwards" is
 /// one condition evaluated atomically with the write. Stream ARNs never contain `|`, so the
 /// hash key is unambiguous whatever the application name.
 ///
-/// Every write but `delete` is a conditional `UpdateItem` or `PutItem`, and reads are strongly
+/// Every write but `delete` is a conditional `UpdateItem` or `PutItem` (all but
+/// `request_handoff` increment the counter), and reads are strongly
 /// consistent. A refused condition is a `Conflict` explained from the item DynamoDB returns
 /// with the refusal — unless the item is exactly what the write would have made it: then the
 /// write was ours, retried by the SDK after its response was lost, and it counts as done.
@@ -416,6 +419,9 @@ impl DynamoDbLeaseStore {
         let owner = optional_s(item, OWNER)
             .map_err(&corrupt)?
             .map(str::to_owned);
+        let handoff_to = optional_s(item, HANDOFF)
+            .map_err(&corrupt)?
+            .map(str::to_owned);
         let counter = required_n(item, COUNTER).map_err(&corrupt)?;
         let expires_at_ms = required_n(item, EXPIRES).map_err(&corrupt)?;
         let parent_shard_ids = match item.get(PARENTS) {
@@ -489,6 +495,7 @@ impl DynamoDbLeaseStore {
             counter,
             expires_at_ms,
             checkpoint,
+            handoff_to,
         })
     }
 
@@ -803,9 +810,12 @@ impl LeaseStore for DynamoDbLeaseStore {
             let next = next_counter(&shard_id, expected_counter)?;
             let call = self
                 .update(&key, &shard_id)
-                .update_expression("SET #owner = :owner, #expires = :expires, #counter = :next")
+                .update_expression(
+                    "SET #owner = :owner, #expires = :expires, #counter = :next REMOVE #handoff",
+                )
                 // A missing item has no counter, so this also refuses to create one.
                 .condition_expression("#counter = :expected")
+                .expression_attribute_names("#handoff", HANDOFF)
                 .expression_attribute_names("#owner", OWNER)
                 .expression_attribute_names("#expires", EXPIRES)
                 .expression_attribute_names("#counter", COUNTER)
@@ -1012,8 +1022,9 @@ impl LeaseStore for DynamoDbLeaseStore {
             let next = next_counter(&shard_id, counter)?;
             let call = self
                 .update(&key, &shard_id)
-                .update_expression("SET #expires = :zero, #counter = :next REMOVE #owner")
+                .update_expression("SET #expires = :zero, #counter = :next REMOVE #owner, #handoff")
                 .condition_expression("#owner = :owner AND #counter = :counter")
+                .expression_attribute_names("#handoff", HANDOFF)
                 .expression_attribute_names("#owner", OWNER)
                 .expression_attribute_names("#expires", EXPIRES)
                 .expression_attribute_names("#counter", COUNTER)
@@ -1052,6 +1063,41 @@ impl LeaseStore for DynamoDbLeaseStore {
                 .await
                 .map_err(|e| self.classify("DeleteItem", e))?;
             Ok(())
+        })
+    }
+
+    fn request_handoff(
+        &self,
+        key: &StreamKey,
+        shard_id: &str,
+        owner: &str,
+        to: &str,
+    ) -> BoxFuture<'_, Result<bool, LeaseError>> {
+        let key = key.clone();
+        let shard_id = shard_id.to_owned();
+        let (owner, to) = (owner.to_owned(), to.to_owned());
+        Box::pin(async move {
+            // Conditional on the owner only: the owner's renewals move the counter all the
+            // time, and this write is a request, not a change of ownership (it leaves the
+            // counter alone, so the owner's fenced writes go on).
+            let call = self
+                .update(&key, &shard_id)
+                .update_expression("SET #handoff = :to")
+                .condition_expression("#owner = :owner")
+                .expression_attribute_names("#handoff", HANDOFF)
+                .expression_attribute_names("#owner", OWNER)
+                .expression_attribute_values(":to", s(to.clone()))
+                .expression_attribute_values(":owner", s(owner.clone()));
+            match self.send_update("UpdateItem (request handoff)", call).await {
+                Ok(_) => Ok(true),
+                Err(WriteError::Store(e)) => Err(e),
+                Err(WriteError::ConditionFailed(returned)) => {
+                    let lease = self.refused(&key, &shard_id, returned).await?;
+                    check_held_by(&lease, &owner)?;
+                    // Held by `owner` after all: the request was ours, retried.
+                    Ok(true)
+                }
+            }
         })
     }
 }
@@ -1165,6 +1211,7 @@ mod tests {
                 checkpoint: Some(ShardCheckpoint::Processed {
                     sequence_number: "000000000000000000042".parse().expect("valid"),
                 }),
+                handoff_to: None,
             }
         );
 

@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    check_counter, check_forward, check_owner, next_counter, not_found, Lease, LeaseError,
-    LeaseStore,
+    check_counter, check_forward, check_held_by, check_owner, next_counter, not_found, Lease,
+    LeaseError, LeaseStore,
 };
 use crate::checkpoint::{ShardCheckpoint, StreamKey};
 use crate::source::BoxFuture;
@@ -106,6 +106,7 @@ impl LeaseStore for MemoryLeaseStore {
             lease.counter = next_counter(shard_id, lease.counter)?;
             lease.owner = Some(owner.to_owned());
             lease.expires_at_ms = expires_at_ms;
+            lease.handoff_to = None;
             Ok(lease.clone())
         });
         Box::pin(async move { out })
@@ -158,7 +159,23 @@ impl LeaseStore for MemoryLeaseStore {
             lease.counter = next_counter(shard_id, lease.counter)?;
             lease.owner = None;
             lease.expires_at_ms = 0;
+            lease.handoff_to = None;
             Ok(lease.counter)
+        });
+        Box::pin(async move { out })
+    }
+
+    fn request_handoff(
+        &self,
+        key: &StreamKey,
+        shard_id: &str,
+        owner: &str,
+        to: &str,
+    ) -> BoxFuture<'_, Result<bool, LeaseError>> {
+        let out = self.with_lease(key, shard_id, |lease| {
+            check_held_by(lease, owner)?;
+            lease.handoff_to = Some(to.to_owned());
+            Ok(true)
         });
         Box::pin(async move { out })
     }

@@ -94,6 +94,11 @@ pub struct Lease {
     pub expires_at_ms: u64,
     /// How far the shard was processed; `None` when it never was.
     pub checkpoint: Option<ShardCheckpoint>,
+    /// Another worker asked the owner to hand this lease over
+    /// ([`LeaseStore::request_handoff`]): the owner stops reading the shard, lets its handler
+    /// finish what it was given, writes the checkpoint and releases the lease, so the next owner
+    /// starts exactly after it. Cleared by a take and by a release.
+    pub handoff_to: Option<String>,
 }
 
 impl Lease {
@@ -106,6 +111,7 @@ impl Lease {
             counter: 0,
             expires_at_ms: 0,
             checkpoint: None,
+            handoff_to: None,
         }
     }
 }
@@ -268,6 +274,23 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// Unconditional and idempotent: removing a missing lease is `Ok`, so racing cleaners all
     /// succeed.
     fn delete(&self, key: &StreamKey, shard_id: &str) -> BoxFuture<'_, Result<(), LeaseError>>;
+
+    /// Ask the owner of a live lease to hand it over (`handoff_to := to`), conditional on
+    /// owner == `owner`: the graceful alternative to stealing it. The one write that leaves the
+    /// counter as it is — it changes no ownership, and the owner's fenced writes must go on
+    /// succeeding until it releases the lease. `Ok(true)`: asked; `Ok(false)`: this store cannot
+    /// hand leases over (the default, for stores written before it existed), and the caller
+    /// steals instead.
+    fn request_handoff(
+        &self,
+        key: &StreamKey,
+        shard_id: &str,
+        owner: &str,
+        to: &str,
+    ) -> BoxFuture<'_, Result<bool, LeaseError>> {
+        let _ = (key, shard_id, owner, to);
+        Box::pin(async { Ok(false) })
+    }
 }
 
 impl<T: LeaseStore + ?Sized> LeaseStore for std::sync::Arc<T> {
@@ -334,6 +357,16 @@ impl<T: LeaseStore + ?Sized> LeaseStore for std::sync::Arc<T> {
     fn delete(&self, key: &StreamKey, shard_id: &str) -> BoxFuture<'_, Result<(), LeaseError>> {
         (**self).delete(key, shard_id)
     }
+
+    fn request_handoff(
+        &self,
+        key: &StreamKey,
+        shard_id: &str,
+        owner: &str,
+        to: &str,
+    ) -> BoxFuture<'_, Result<bool, LeaseError>> {
+        (**self).request_handoff(key, shard_id, owner, to)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,6 +405,12 @@ fn check_counter(lease: &Lease, expected: u64) -> Result<(), LeaseError> {
 
 /// Refuse unless `owner` holds the lease at `counter` (the fencing check).
 fn check_owner(lease: &Lease, owner: &str, counter: u64) -> Result<(), LeaseError> {
+    check_held_by(lease, owner)?;
+    check_counter(lease, counter)
+}
+
+/// The lease is held by `owner`, whatever its counter.
+fn check_held_by(lease: &Lease, owner: &str) -> Result<(), LeaseError> {
     if lease.owner.as_deref() != Some(owner) {
         return Err(LeaseError::new(
             LeaseErrorKind::Conflict,
@@ -383,7 +422,7 @@ fn check_owner(lease: &Lease, owner: &str, counter: u64) -> Result<(), LeaseErro
             ),
         ));
     }
-    check_counter(lease, counter)
+    Ok(())
 }
 
 /// Refuse a checkpoint that would move the stored position backwards.

@@ -6,8 +6,10 @@
 //! `max_leases_per_worker`), where the workers are those holding a live lease plus itself. It
 //! takes free leases first, then expired ones (the longest expired first), and only those whose
 //! parents have ended; below its share it then steals, gradually (`max_steals_per_round`), from
-//! the busiest workers above their share. It never plans to take a lease it holds or a shard it
-//! may not take now (a shard whose previous worker here is still stopping).
+//! the busiest workers above their share. Before all that, it adopts leases the table gives it
+//! that it does not hold yet (handed over to it by their previous owner, on its request). It
+//! never plans to take a lease it holds or a shard it may not take now (a shard whose previous
+//! worker here is still stopping).
 
 use std::collections::{HashMap, HashSet};
 
@@ -74,13 +76,14 @@ pub(crate) fn plan(
             .all(|p| by_id.get(p.as_str()).is_none_or(|pl| ended(pl)))
     };
     let may_take = |l: &Lease| !held.contains(&l.shard_id) && takeable(&l.shard_id);
+    let handed_to_me = |l: &Lease| live(l) && l.owner.as_deref() == Some(me);
     let mut candidates: Vec<&Lease> = active
         .iter()
         .copied()
-        .filter(|l| !live(l) && parents_done(l) && may_take(l))
+        .filter(|l| (!live(l) || handed_to_me(l)) && parents_done(l) && may_take(l))
         .collect();
-    // Free leases first, then the longest expired.
-    candidates.sort_by_key(|l| (l.owner.is_some(), l.expires_at_ms));
+    // Handed over to this worker first, then free leases, then the longest expired.
+    candidates.sort_by_key(|l| (!handed_to_me(l), l.owner.is_some(), l.expires_at_ms));
     let mut wanted = target - mine;
     let mut takes: Vec<Take> = candidates
         .into_iter()
@@ -140,6 +143,7 @@ mod tests {
             counter: i as u64,
             expires_at_ms: expires,
             checkpoint: ended.then_some(ShardCheckpoint::Ended),
+            handoff_to: None,
         }
     }
 
@@ -203,7 +207,11 @@ mod tests {
                 prop_assert!(!blocked.contains(&l.shard_id));
                 match &t.stolen_from {
                     None => {
-                        prop_assert!(!live(l), "a live lease taken as free: {l:?}");
+                        // Live only when the table already gives it to this worker (a handoff).
+                        prop_assert!(
+                            !live(l) || l.owner.as_deref() == Some(me),
+                            "a live lease of another worker taken as free: {l:?}"
+                        );
                         prop_assert!(l.parent_shard_ids.iter().all(|p| by_id.get(p.as_str()).is_none_or(|pl| ended(pl))));
                     }
                     Some(owner) => {
@@ -264,8 +272,13 @@ mod tests {
             })
             .collect();
         let takes = plan(&table, &held, "w0", NOW, limits, |_| true);
-        // w0 holds one (s000 is listed as its but not held: lost), share 2: w2 (3 live) is
-        // robbed, once.
+        // w0 holds one; s000 is listed as its but not held (handed over to it): adopted first,
+        // which makes its share of 2.
+        assert_eq!(takes.len(), 1);
+        assert_eq!(takes[0].lease.shard_id, "s000");
+        assert_eq!(takes[0].stolen_from, None);
+        // Not adopted when its worker here is still stopping: then w2 (3 live) is robbed, once.
+        let takes = plan(&table, &held, "w0", NOW, limits, |s| s != "s000");
         assert_eq!(takes.len(), 1);
         assert_eq!(takes[0].stolen_from.as_deref(), Some("w2"));
     }

@@ -24,6 +24,7 @@ async fn create_is_idempotent(store: impl LeaseStore) {
             counter: 0,
             expires_at_ms: 0,
             checkpoint: None,
+            handoff_to: None,
         }]
     );
 

@@ -41,6 +41,7 @@ mod corrupt;
 mod create_list;
 mod ensure_table;
 mod fencing;
+mod handoff;
 mod release_delete;
 mod renew;
 mod take;

@@ -905,6 +905,26 @@ impl LeaseStore for Pausable<MemoryLeaseStore> {
             self.inner.release(&key, &shard_id, &owner, counter).await
         })
     }
+    fn request_handoff(
+        &self,
+        key: &StreamKey,
+        shard_id: &str,
+        owner: &str,
+        to: &str,
+    ) -> BoxFuture<'_, Result<bool, LeaseError>> {
+        let (key, shard_id, owner, to) = (
+            key.clone(),
+            shard_id.to_owned(),
+            owner.to_owned(),
+            to.to_owned(),
+        );
+        Box::pin(async move {
+            self.wait().await;
+            self.inner
+                .request_handoff(&key, &shard_id, &owner, &to)
+                .await
+        })
+    }
     fn delete(&self, key: &StreamKey, shard_id: &str) -> BoxFuture<'_, Result<(), LeaseError>> {
         let (key, shard_id) = (key.clone(), shard_id.to_owned());
         Box::pin(async move {

@@ -147,7 +147,8 @@ impl CoordinatorState {
         // Only a shard with no worker of its own here may be taken (`Unowned`): one whose lease
         // was just found lost keeps its state until its worker stopped. Never two workers on
         // one shard in one process.
-        let cfg = &self.shared.config.lease;
+        let shared = self.shared.clone();
+        let cfg = &shared.config.lease;
         let limits = crate::lease::plan::Limits {
             max_leases_per_worker: cfg.max_leases_per_worker,
             max_steals_per_round: cfg.max_steals_per_round,
@@ -157,8 +158,71 @@ impl CoordinatorState {
                 .get(shard)
                 .is_some_and(|e| e.run == Run::Unowned)
         });
+        if cfg.graceful_handoff {
+            // Leases another worker asked for: hand them over (drain, checkpoint, release).
+            for l in &leases {
+                let Some(to) = l.handoff_to.as_ref().filter(|to| **to != me) else {
+                    continue;
+                };
+                if !held.contains(&l.shard_id) {
+                    continue;
+                }
+                let handing = self.shards.get_mut(&l.shard_id).is_some_and(|e| {
+                    let start = matches!(e.run, Run::Pending | Run::Running | Run::Backoff);
+                    if start {
+                        e.run = Run::HandingOff;
+                    }
+                    start
+                });
+                if handing {
+                    self.hand_over(myself, &l.shard_id, to.clone())?;
+                }
+            }
+            // A request stands while the lease still names this worker and has an owner; once
+            // released it is taken like any free lease.
+            self.handoffs_asked.retain(|shard, _| {
+                leases.iter().any(|l| {
+                    l.shard_id == *shard
+                        && l.owner.is_some()
+                        && l.owner.as_deref() != Some(me.as_str())
+                        && l.handoff_to.as_deref() == Some(me.as_str())
+                })
+            });
+        }
         for crate::lease::plan::Take { lease, stolen_from } in takes {
             let shard_id = lease.shard_id.clone();
+            if let (Some(owner), true) = (&stolen_from, cfg.graceful_handoff) {
+                match self.handoffs_asked.get(&shard_id) {
+                    None => match store
+                        .request_handoff(&self.key, &shard_id, owner, &me)
+                        .await
+                    {
+                        Ok(true) => {
+                            tracing::info!(shard = %shard_id, %owner, "lease asked for");
+                            self.handoffs_asked.insert(shard_id, now);
+                            continue;
+                        }
+                        // The store cannot hand over: steal.
+                        Ok(false) => {}
+                        // The owner changed meanwhile: plan again next round.
+                        Err(e) => {
+                            tracing::debug!(shard = %shard_id, error = %e, "lease not asked for");
+                            continue;
+                        }
+                    },
+                    Some(&asked)
+                        if now.saturating_sub(asked)
+                            < u64::try_from(cfg.handoff_timeout.as_millis())
+                                .unwrap_or(u64::MAX) =>
+                    {
+                        continue
+                    }
+                    // Not handed over in time: steal it.
+                    Some(_) => {
+                        self.handoffs_asked.remove(&shard_id);
+                    }
+                }
+            }
             // The previous owner's term, when it was live: it may deliver until then.
             let owner_term = stolen_from.as_ref().map(|_| lease.expires_at_ms);
             match call(
@@ -195,6 +259,69 @@ impl CoordinatorState {
 
     /// Lease mode: the lease is gone; stop the shard at once (no drain: nothing more may be
     /// handled or written for it).
+    /// Hand a shard's lease over to `to`, which asked for it: stop its worker the way a shutdown
+    /// does (in-flight batches finish, `on_shutdown`), write the checkpoint and make `to` the
+    /// owner — in a task, so supervision goes on meanwhile. (Released instead, the free lease
+    /// could be taken back by a worker that is short of leases, this one included.)
+    fn hand_over(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+        shard_id: &str,
+        to: String,
+    ) -> Result<(), Error> {
+        let worker = self
+            .workers
+            .values()
+            .find(|r| r.shard_id == shard_id)
+            .map(|r| r.worker.clone());
+        let checkpointer = self.checkpointer()?.clone();
+        let drain_timeout = self.shared.config.handler_timeout * 2 + Duration::from_secs(10);
+        let (coordinator, shard) = (myself.clone(), shard_id.to_owned());
+        tracing::info!(shard = %shard, %to, "handing the lease over");
+        crate::rt::spawn(async move {
+            if let Some(w) = worker {
+                let _ = call(&w, WorkerMsg::Drain, drain_timeout).await;
+            }
+            // Every acknowledged position is written first.
+            let handed = call(
+                &checkpointer,
+                |reply| CheckpointerMsg::HandOver {
+                    shard: shard.clone(),
+                    to: to.clone(),
+                    reply,
+                },
+                Duration::from_secs(60),
+            )
+            .await;
+            if !matches!(handed, Ok(Ok(()))) {
+                // The lease went another way (stolen meanwhile, or the write failed): the
+                // checkpoint is written, so whoever reads next starts after it or repeats at
+                // most what the handler had not acknowledged.
+                tracing::warn!(shard = %shard, ?handed, "handing the lease over failed");
+            }
+            let _ = coordinator.cast(CoordinatorMsg::HandedOver {
+                shard_id: shard,
+                to,
+            });
+        });
+        Ok(())
+    }
+
+    /// A lease was handed over: the shard is another worker's now.
+    pub(super) fn handed_over(&mut self, shard_id: &str, to: String) {
+        if let Some(e) = self.shards.get_mut(shard_id) {
+            if e.run == Run::HandingOff {
+                e.run = Run::Unowned;
+                e.lease = None;
+            }
+        }
+        self.shared.board.remove(shard_id);
+        self.shared.emit(ConsumerEvent::LeaseHandedOver {
+            shard_id: shard_id.to_owned(),
+            to,
+        });
+    }
+
     pub(super) fn lease_lost(&mut self, shard_id: &str) {
         if let Some(e) = self.shards.get_mut(shard_id) {
             if matches!(e.run, Run::Ended) {

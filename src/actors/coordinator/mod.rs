@@ -58,6 +58,11 @@ pub(crate) enum CoordinatorMsg {
     Balance,
     /// Lease mode: the checkpointer lost this shard's lease.
     LeaseLost(String),
+    /// Lease mode: a shard asked for by `to` was drained, checkpointed and released.
+    HandedOver {
+        shard_id: String,
+        to: String,
+    },
 }
 
 /// A running shard worker.
@@ -92,6 +97,9 @@ pub(crate) struct CoordinatorState {
     discover_timer: Option<JoinHandle<Result<(), ractor::MessagingErr<CoordinatorMsg>>>>,
     stream_disabled: bool,
     stopping: bool,
+    /// Lease mode: leases this worker asked their owners to hand over, and when (wall-clock
+    /// Unix ms): stolen only once `lease.handoff_timeout` passed without a handoff.
+    handoffs_asked: HashMap<String, u64>,
 }
 
 impl CoordinatorState {
@@ -157,6 +165,7 @@ impl Actor for Coordinator {
             discover_timer: None,
             stream_disabled: false,
             stopping: false,
+            handoffs_asked: HashMap::new(),
         })
     }
 
@@ -238,6 +247,7 @@ impl Actor for Coordinator {
                 }
             }
             CoordinatorMsg::LeaseLost(shard_id) => state.lease_lost(&shard_id),
+            CoordinatorMsg::HandedOver { shard_id, to } => state.handed_over(&shard_id, to),
             CoordinatorMsg::Watchdog => {
                 if !state.stopping {
                     state.watchdog();

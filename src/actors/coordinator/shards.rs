@@ -27,6 +27,9 @@ pub(super) enum Run {
     Stopped,
     /// Lease mode: another worker holds (or may take) its lease.
     Unowned,
+    /// Lease mode: being handed over to the worker that asked for it (drain, checkpoint,
+    /// release); never restarted here meanwhile.
+    HandingOff,
 }
 
 pub(super) struct Entry {
