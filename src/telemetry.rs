@@ -39,6 +39,20 @@ pub mod names {
     pub const GAPS: &str = "ddbstream.gaps";
     /// Leases this worker lost to another worker or to expiry (counter).
     pub const LEASES_LOST: &str = "ddbstream.leases.lost";
+    /// Leases this worker took (counter), attribute `how`: `free` (free or expired), `stolen`
+    /// (from a live owner), `handed_over` (adopted after a handoff it asked for).
+    pub const LEASES_TAKEN: &str = "ddbstream.leases.taken";
+    /// Leases this worker handed over to a worker that asked for them (counter).
+    pub const LEASES_HANDED_OVER: &str = "ddbstream.leases.handed_over";
+    /// Records read from the stream (counter): what Lambda's event source mapping calls polled.
+    pub const RECORDS_POLLED: &str = "ddbstream.records.polled";
+    /// Records dropped by the filters before the handler (counter; they are acknowledged).
+    pub const RECORDS_FILTERED: &str = "ddbstream.records.filtered";
+    /// Records handed to the failure sink after the retry policy gave up on them (counter).
+    pub const RECORDS_TO_FAILURE_SINK: &str = "ddbstream.records.failure_sink";
+    /// Handler calls that did not succeed (counter), attribute `outcome`: `error`, `panic` or
+    /// `timeout`.
+    pub const HANDLER_FAILURES: &str = "ddbstream.handler.failures";
     /// Checkpoint write duration in seconds (histogram).
     pub const CHECKPOINT_DURATION: &str = "ddbstream.checkpoint.duration";
     /// Shards being read by this consumer (gauge).
@@ -70,6 +84,12 @@ pub(crate) struct Metrics {
     pub(crate) restarts: Counter<u64>,
     pub(crate) gaps: Counter<u64>,
     pub(crate) leases_lost: Counter<u64>,
+    pub(crate) leases_taken: Counter<u64>,
+    pub(crate) leases_handed_over: Counter<u64>,
+    pub(crate) records_polled: Counter<u64>,
+    pub(crate) records_filtered: Counter<u64>,
+    pub(crate) records_to_failure_sink: Counter<u64>,
+    pub(crate) handler_failures: Counter<u64>,
     pub(crate) checkpoint_duration: Histogram<f64>,
 }
 
@@ -170,6 +190,12 @@ impl Metrics {
             restarts: meter.u64_counter(names::RESTARTS).build(),
             gaps: meter.u64_counter(names::GAPS).build(),
             leases_lost: meter.u64_counter(names::LEASES_LOST).build(),
+            leases_taken: meter.u64_counter(names::LEASES_TAKEN).build(),
+            leases_handed_over: meter.u64_counter(names::LEASES_HANDED_OVER).build(),
+            records_polled: meter.u64_counter(names::RECORDS_POLLED).build(),
+            records_filtered: meter.u64_counter(names::RECORDS_FILTERED).build(),
+            records_to_failure_sink: meter.u64_counter(names::RECORDS_TO_FAILURE_SINK).build(),
+            handler_failures: meter.u64_counter(names::HANDLER_FAILURES).build(),
             checkpoint_duration: meter
                 .f64_histogram(names::CHECKPOINT_DURATION)
                 .with_unit("s")

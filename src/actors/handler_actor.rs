@@ -370,6 +370,13 @@ impl Actor for HandlerActor {
                         state.buffers[lane].push((id, r));
                     }
                 }
+                if !filtered.is_empty() {
+                    state
+                        .shared
+                        .metrics
+                        .records_filtered
+                        .add(filtered.len() as u64, &[]);
+                }
                 state.watermark.finish(filtered);
                 let shared = state.shared.clone();
                 let config = &shared.config;

@@ -409,6 +409,7 @@ impl WorkerState {
         // Full: as many records as asked for, or close to the 1 MB a page holds at most.
         let bytes: u64 = page.records.iter().map(|r| r.size_bytes()).sum();
         let full = page_len >= cfg.max_records_per_call as usize || bytes >= FULL_PAGE_BYTES;
+        self.shared.metrics.records_polled.add(page_len as u64, &[]);
         let new_records = self.deliver(page.records)?;
         let in_flight_records = self.in_flight_records();
         let in_flight_pages = self.in_flight.len();

@@ -111,6 +111,16 @@ impl Lane {
             self.metrics.records.add(count, &[]);
             self.metrics.bytes.add(bytes, &[]);
         }
+        if !ok {
+            let outcome = match &result {
+                Ok(Ok(_)) => "error",
+                Ok(Err(_)) => "panic",
+                Err(_) => "timeout",
+            };
+            self.metrics
+                .handler_failures
+                .add(1, &[opentelemetry::KeyValue::new("outcome", outcome)]);
+        }
         match result {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(CallFailure {
@@ -216,6 +226,9 @@ impl Lane {
                 None => return Err(Fatal::Restart(HandlerFailure::SinkFailing(Arc::from(e)))),
             }
         }
+        self.metrics
+            .records_to_failure_sink
+            .add(failure.records.len() as u64, &[]);
         tracing::warn!(
             shard = %self.shard.shard_id,
             records = failure.records.len(),

@@ -240,5 +240,68 @@ async fn throttle_and_restart_counters_match_injected_faults() {
     );
     assert_eq!(reader.total(names::RESTARTS, None), 3.0);
     assert_eq!(log.failures(), 3);
+    assert_eq!(
+        reader.total(names::HANDLER_FAILURES, Some(("outcome", "error"))),
+        3.0
+    );
+    // Every failed batch is read again: 20 records and the three repeats at least.
+    assert!(reader.total(names::RECORDS_POLLED, None) >= 23.0);
+    consumer.shutdown().await.expect("shutdown");
+}
+
+/// The counts a Lambda event source mapping user compares with: polled, filtered out, sent to
+/// the failure sink; and lease takes and handoffs.
+#[tokio::test(start_paused = true)]
+async fn polled_filtered_and_failure_sink_counts() {
+    use dynamodb_stream::delivery::{FailureSink, KindFilter, RetryPolicy};
+    let sim = Simulator::builder().initial_shards(1).seed(23).build();
+    for i in 0..10 {
+        sim.put_item(crate::common::item(&format!("k{i}"), 1))
+            .expect("put");
+    }
+    for i in 0..4 {
+        sim.delete_item(&crate::common::keys(&format!("k{i}")))
+            .expect("delete");
+    }
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<usize>>);
+    impl FailureSink for Sink {
+        fn send(
+            &self,
+            failure: dynamodb_stream::delivery::DeliveryFailure,
+        ) -> dynamodb_stream::source::BoxFuture<'_, Result<(), dynamodb_stream::error::BoxError>>
+        {
+            *self.0.lock().unwrap() += failure.records.len();
+            Box::pin(async { Ok(()) })
+        }
+    }
+    let sink = Sink::default();
+    let reader = Reader::new();
+    let log = Log::new();
+    log.poison_key("k5");
+    let l = log.clone();
+    let consumer = Consumer::builder(sim.clone(), sim.stream_arn())
+        .handler_factory(move |s| l.handler(s))
+        .filter_kinds([KindFilter::Insert])
+        .retry(RetryPolicy {
+            max_attempts: 2,
+            bisect_on_error: true,
+            ..RetryPolicy::default()
+        })
+        .failure_sink(sink.clone())
+        .meter(reader.meter())
+        .spawn()
+        .await
+        .expect("spawn");
+    periodic_check(
+        || *sink.0.lock().unwrap() == 1 && log.len() == 9,
+        Duration::from_secs(120),
+        "nine inserts handled, k5 in the sink",
+    )
+    .await;
+    assert_eq!(reader.total(names::RECORDS_POLLED, None), 14.0);
+    assert_eq!(reader.total(names::RECORDS_FILTERED, None), 4.0);
+    assert_eq!(reader.total(names::RECORDS_TO_FAILURE_SINK, None), 1.0);
+    assert!(reader.total(names::HANDLER_FAILURES, Some(("outcome", "error"))) >= 2.0);
     consumer.shutdown().await.expect("shutdown");
 }

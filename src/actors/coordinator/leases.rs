@@ -191,6 +191,7 @@ impl CoordinatorState {
         }
         for crate::lease::plan::Take { lease, stolen_from } in takes {
             let shard_id = lease.shard_id.clone();
+            let handed_to_me = lease.owner.as_deref() == Some(me.as_str());
             if let (Some(owner), true) = (&stolen_from, cfg.graceful_handoff) {
                 match self.handoffs_asked.get(&shard_id) {
                     None => match store
@@ -234,6 +235,15 @@ impl CoordinatorState {
             {
                 Ok((_, guard)) => {
                     tracing::info!(shard = %shard_id, ?stolen_from, "lease acquired");
+                    let how = match (&stolen_from, handed_to_me) {
+                        (Some(_), _) => "stolen",
+                        (None, true) => "handed_over",
+                        (None, false) => "free",
+                    };
+                    self.shared
+                        .metrics
+                        .leases_taken
+                        .add(1, &[opentelemetry::KeyValue::new("how", how)]);
                     self.shared.emit(ConsumerEvent::LeaseAcquired {
                         shard_id: shard_id.clone(),
                         stolen_from,
@@ -316,6 +326,7 @@ impl CoordinatorState {
             }
         }
         self.shared.board.remove(shard_id);
+        self.shared.metrics.leases_handed_over.add(1, &[]);
         self.shared.emit(ConsumerEvent::LeaseHandedOver {
             shard_id: shard_id.to_owned(),
             to,
