@@ -41,6 +41,11 @@
 //! stream: `Replicator::builder(sim.clone(), sim.clone(), sim.table_name(), sink)`.
 
 mod aws;
+#[cfg(all(
+    feature = "postgres",
+    not(all(target_arch = "wasm32", target_os = "unknown"))
+))]
+mod postgres;
 mod replicator;
 mod sink;
 mod source;
@@ -50,6 +55,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::StreamViewType;
 
+#[cfg(all(
+    feature = "postgres",
+    not(all(target_arch = "wasm32", target_os = "unknown"))
+))]
+pub use postgres::{
+    PostgresReplica, PostgresReplicaBuilder, DEFAULT_POSTGRES_CONNECTIONS, DEFAULT_POSTGRES_SCHEMA,
+    POSTGRES_SCHEMA_VERSION,
+};
 pub use replicator::{
     check_table, ReplicaPhase, ReplicaStatus, Replicator, ReplicatorBuilder, ReplicatorEvent,
     DEFAULT_APPLICATION, DEFAULT_SEGMENTS,

@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::record::{Item, SequenceNumber};
 use crate::source::BoxFuture;
 
-use super::TableInfo;
+use super::{KeyAttribute, TableInfo};
 
 /// A store that holds a table's items *and* the stream positions they reflect.
 ///
@@ -149,6 +149,28 @@ pub struct SequencedChange {
     pub sequence_number: SequenceNumber,
     /// What to do.
     pub change: ItemChange,
+}
+
+/// An item as DynamoDB JSON (`{"pk":{"S":"a"},"n":{"N":"7"}}`) with sorted attribute names:
+/// exact for every type (numbers stay strings of digits), and the same bytes for equal items.
+/// The SQLite and PostgreSQL replicas store items this way.
+pub(crate) fn item_to_dynamodb_json(item: &Item) -> serde_json::Result<String> {
+    let mut value = serde_json::to_value(item)?;
+    value.sort_all_objects();
+    Ok(value.to_string())
+}
+
+/// Whether two key schemas describe the same key: names and roles in order, and types where
+/// both sides know them (the simulator does not declare types).
+pub(crate) fn same_key_schema(a: &[KeyAttribute], b: &[KeyAttribute]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.name == b.name
+                && a.role == b.role
+                && (a.scalar_type.is_none()
+                    || b.scalar_type.is_none()
+                    || a.scalar_type == b.scalar_type)
+        })
 }
 
 /// Whether storing `new` over `old` moves a shard forward (the sink's monotonic rule):

@@ -17,7 +17,8 @@ use crate::record::{item_key_string, AttributeValue, Item, SequenceNumber};
 use crate::source::BoxFuture;
 
 use super::sink::{
-    advances, ItemChange, ReplicaSink, ScanProgress, SegmentProgress, SequencedChange,
+    advances, item_to_dynamodb_json, same_key_schema, ItemChange, ReplicaSink, ScanProgress,
+    SegmentProgress, SequencedChange,
 };
 use super::source::key_of;
 use super::{KeyAttribute, ScalarType, TableInfo};
@@ -118,9 +119,7 @@ fn quote(name: &str) -> String {
 
 /// An item as DynamoDB JSON with sorted attribute names (stable bytes for equal items).
 fn item_json(item: &Item) -> std::result::Result<String, CheckpointError> {
-    let mut value = serde_json::to_value(item).map_err(|e| io("encode item", e))?;
-    value.sort_all_objects();
-    Ok(value.to_string())
+    item_to_dynamodb_json(item).map_err(|e| io("encode item", e))
 }
 
 fn parse_item(json: &str) -> std::result::Result<Item, CheckpointError> {
@@ -407,19 +406,7 @@ fn binding_mismatch(path: &Path, bound: &Bound, table: &TableInfo) -> Option<Str
             bound.stream_arn, table.table_name, table.stream_arn
         ));
     }
-    let same_key = bound.key_schema.len() == table.key_schema.len()
-        && bound
-            .key_schema
-            .iter()
-            .zip(&table.key_schema)
-            .all(|(a, b)| {
-                a.name == b.name
-                    && a.role == b.role
-                    && (a.scalar_type.is_none()
-                        || b.scalar_type.is_none()
-                        || a.scalar_type == b.scalar_type)
-            });
-    if !same_key {
+    if !same_key_schema(&bound.key_schema, &table.key_schema) {
         return Some(format!(
             "{shown} holds table {:?} with another key schema: use a new database file",
             table.table_name
