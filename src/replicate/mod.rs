@@ -65,10 +65,10 @@ pub use postgres::{
 };
 pub use replicator::{
     check_table, ReplicaPhase, ReplicaStatus, Replicator, ReplicatorBuilder, ReplicatorEvent,
-    DEFAULT_APPLICATION, DEFAULT_SEGMENTS,
+    ScanRate, DEFAULT_APPLICATION, DEFAULT_CATCH_UP_EVERY, DEFAULT_SEGMENTS,
 };
 pub use sink::{ItemChange, ReplicaSink, ScanProgress, SegmentProgress, SequencedChange};
-pub use source::{ScanPage, ScanRequest, TableSource};
+pub use source::{read_units, ScanPage, ScanRequest, TableSource};
 pub use sqlite::SqliteReplica;
 
 /// What a replicator needs to know about a table, from DescribeTable (or the simulator).

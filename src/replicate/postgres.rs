@@ -651,6 +651,7 @@ async fn prepare_schema(client: &mut Client, schema: &str, shown: &str) -> Resul
              scan_items bigint,
              scan_started_at timestamptz,
              scan_completed_at timestamptz,
+             stream_caught_up_at_ms bigint,
              created_at timestamptz NOT NULL DEFAULT now()
          );
          CREATE TABLE {s}.ddbstream_scan_segments (
@@ -1583,7 +1584,8 @@ impl ReplicaSink for PostgresReplica {
             tx.execute(
                 &format!(
                     "UPDATE {} SET scan_state = 'not_started', scan_total_segments = NULL,
-                         scan_items = NULL, scan_started_at = NULL, scan_completed_at = NULL
+                         scan_items = NULL, scan_started_at = NULL, scan_completed_at = NULL,
+                         stream_caught_up_at_ms = NULL
                      WHERE table_name = $1",
                     self.table("ddbstream_replicas")
                 ),
@@ -1592,6 +1594,48 @@ impl ReplicaSink for PostgresReplica {
             .await
             .map_err(|e| db("reset", e))?;
             tx.commit().await.map_err(|e| db("commit", e))?;
+            conn.done();
+            Ok(())
+        })
+    }
+
+    fn stream_caught_up_at(&self) -> BoxFuture<'_, Result<Option<u64>>> {
+        Box::pin(async move {
+            let bound = self.require_bound("read the stream catch-up time")?;
+            let mut conn = self.inner.pool.get().await?;
+            let at: Option<i64> = conn
+                .client()
+                .query_one(
+                    &format!(
+                        "SELECT stream_caught_up_at_ms FROM {} WHERE table_name = $1",
+                        self.table("ddbstream_replicas")
+                    ),
+                    &[&bound.table_name],
+                )
+                .await
+                .and_then(|r| r.try_get(0))
+                .map_err(|e| db("read the stream catch-up time", e))?;
+            conn.done();
+            Ok(at.and_then(|t| u64::try_from(t).ok()))
+        })
+    }
+
+    fn record_stream_caught_up(&self, at_ms: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let bound = self.require_bound("record the stream catch-up time")?;
+            let mut conn = self.inner.pool.get().await?;
+            conn.client()
+                .execute(
+                    &format!(
+                        "UPDATE {} SET stream_caught_up_at_ms =
+                             greatest(coalesce(stream_caught_up_at_ms, 0), $2)
+                         WHERE table_name = $1",
+                        self.table("ddbstream_replicas")
+                    ),
+                    &[&bound.table_name, &i64::try_from(at_ms).unwrap_or(i64::MAX)],
+                )
+                .await
+                .map_err(|e| db("record the stream catch-up time", e))?;
             conn.done();
             Ok(())
         })

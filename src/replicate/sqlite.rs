@@ -927,11 +927,34 @@ impl ReplicaSink for SqliteReplica {
                     tx.execute("DELETE FROM items", [])?;
                 }
                 tx.execute_batch(
-                    "DELETE FROM scan_segments; DELETE FROM checkpoints; DELETE FROM streams;",
+                    "DELETE FROM scan_segments; DELETE FROM checkpoints; DELETE FROM streams;
+                     DELETE FROM meta WHERE name = 'stream_caught_up_at_ms';",
                 )?;
                 set_meta(&tx, "scan_state", "not_started")
             })()
             .map_err(|e| io("reset", e))?;
+            commit(tx)
+        }))
+    }
+
+    fn stream_caught_up_at(&self) -> BoxFuture<'_, Result<Option<u64>>> {
+        Box::pin(self.run(|inner| {
+            Ok(meta(&inner.conn, "stream_caught_up_at_ms")
+                .map_err(|e| io("read the stream catch-up time", e))?
+                .and_then(|v| v.parse().ok()))
+        }))
+    }
+
+    fn record_stream_caught_up(&self, at_ms: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.run(move |inner| {
+            let tx = immediate(&mut inner.conn)?;
+            let stored: Option<u64> = meta(&tx, "stream_caught_up_at_ms")
+                .map_err(|e| io("read the stream catch-up time", e))?
+                .and_then(|v| v.parse().ok());
+            if stored.is_none_or(|s| s < at_ms) {
+                set_meta(&tx, "stream_caught_up_at_ms", &at_ms.to_string())
+                    .map_err(|e| io("record the stream catch-up time", e))?;
+            }
             commit(tx)
         }))
     }

@@ -535,3 +535,38 @@ async fn checkpoints_of_another_stream_are_refused() {
         );
     }
 }
+
+/// The stream catch-up time of an unfinished backfill: the latest one given is kept, across a
+/// restart, and `reset` forgets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_catch_up_time_only_grows_and_reset_forgets_it() {
+    for kind in KINDS {
+        let (storage, sink) = bound(kind, "caught_up_at").await;
+        assert_eq!(
+            sink.sink.stream_caught_up_at().await.expect("read"),
+            None,
+            "{kind:?}"
+        );
+        sink.sink
+            .record_stream_caught_up(2_000)
+            .await
+            .expect("record");
+        sink.sink
+            .record_stream_caught_up(1_000)
+            .await
+            .expect("an older time is ignored, not an error");
+        let sink = storage.open().await;
+        sink.sink.bind(&orders()).await.expect("bind");
+        assert_eq!(
+            sink.sink.stream_caught_up_at().await.expect("read"),
+            Some(2_000),
+            "{kind:?}"
+        );
+        sink.sink.reset().await.expect("reset");
+        assert_eq!(
+            sink.sink.stream_caught_up_at().await.expect("read"),
+            None,
+            "{kind:?}"
+        );
+    }
+}

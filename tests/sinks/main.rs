@@ -16,6 +16,7 @@ mod common;
 
 mod harness;
 
+mod backfill;
 mod contract;
 mod crashes;
 mod pg;
