@@ -300,14 +300,17 @@ fn launch(bin: &Path, run_as: Option<(u32, u32)>) -> Result<Postgres, String> {
     }
 
     let port = free_port()?;
-    // The wrapper runs the server and stops it when its own standard input closes (this process
-    // exiting, however it ends); once the server is gone, it removes the data directory.
+    // The wrapper runs the server and stops it (fast shutdown) when its own standard input
+    // closes: this process exiting, however it ends. Once the server is gone, it removes the
+    // data directory. The watcher reads the input through fd 3, a copy made first: a background
+    // job's own standard input is /dev/null.
     let script = r#"
+        exec 3<&0
         "$1/postgres" -D "$2/data" -p "$3" -c listen_addresses=127.0.0.1 \
             -c unix_socket_directories= -c fsync=off -c full_page_writes=off \
             -c max_connections=300 -c shared_buffers=32MB &
         pid=$!
-        (cat >/dev/null; kill -INT "$pid" 2>/dev/null) &
+        (cat <&3 >/dev/null; kill -INT "$pid" 2>/dev/null) &
         wait "$pid"
         rm -rf "$2"
     "#;
