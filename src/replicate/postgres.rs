@@ -821,10 +821,11 @@ impl ItemStatements {
             bound.items,
             key_predicate(keys, 1)
         );
-        Ok(Self {
-            put: tx.prepare(&put).await.map_err(|e| db("prepare", e))?,
-            delete: tx.prepare(&delete).await.map_err(|e| db("prepare", e))?,
-        })
+        // Both in one round trip.
+        let (put, delete) = futures_util::future::try_join(tx.prepare(&put), tx.prepare(&delete))
+            .await
+            .map_err(|e| db("prepare", e))?;
+        Ok(Self { put, delete })
     }
 }
 
@@ -1414,6 +1415,15 @@ impl ReplicaSink for PostgresReplica {
     fn bind(&self, table: &TableInfo) -> BoxFuture<'_, Result<ScanProgress>> {
         let table = table.clone();
         Box::pin(async move {
+            if let Some(bound) = self.bound() {
+                if bound.table_name != table.table_name {
+                    return Err(Error::InvalidArgument(format!(
+                        "this PostgresReplica holds table {:?}, not {:?}: connect another one \
+                         for each replicated table",
+                        bound.table_name, table.table_name
+                    )));
+                }
+            }
             let mut conn = self.inner.pool.get().await?;
             let tx = conn
                 .client()

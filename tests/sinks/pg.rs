@@ -184,6 +184,9 @@ async fn several_tables_share_a_schema_and_stay_apart() {
             sequence_number: n(8)
         })
     );
+    // One replica handle holds one table.
+    let m = refusal(orders.bind(&table("users")).await);
+    assert!(m.contains("holds table \"orders\", not \"users\""), "{m}");
     // One items table holds one DynamoDB table.
     let before = dump(&url);
     let clash = PostgresReplica::builder(&url)
