@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project on a fresh machine: installs DynamoDB Local (cached
-# in .cache/), checks formatting and lints, runs all tests (unit, simulator invariants, the real
-# DynamoDB Local suite, CLI, doctests), the quickstart example, and the browser build with its
+# in .cache/) and PostgreSQL (Debian's package, when missing), checks formatting and lints, runs
+# all tests (unit, simulator invariants, the real DynamoDB Local suite, the replica sinks on a
+# real PostgreSQL, CLI, doctests), the quickstart example, and the browser build with its
 # test in headless Chromium (scripts/wasm.sh: adds rustup's wasm32 target, installs Chromium and
 # wasm-bindgen-cli when missing).
 #
@@ -37,6 +38,27 @@ if [ ${#missing[@]} -gt 0 ]; then
             || { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }
     else
         echo "not installing ${missing[*]} (needs root and apt-get): the network fault test will skip"
+    fi
+fi
+
+step "PostgreSQL (Debian's postgresql package)"
+# The PostgreSQL replica's tests (tests/sinks, tests/stores) start their own server with initdb
+# and postgres from /usr/lib/postgresql/*/bin on a free loopback port; they fail, never skip,
+# when it is missing. Install it as root with apt-get, without the default cluster (nothing
+# listens on 5432, and the install stays short).
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        mkdir -p /etc/postgresql-common
+        [ -e /etc/postgresql-common/createcluster.conf ] \
+            || echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+        pg_install() {
+            apt-get install -y -qq -o Dpkg::Options::=--force-confold postgresql >/dev/null
+        }
+        pg_install || { apt-get update -qq && pg_install; }
+    else
+        echo "PostgreSQL is missing and this is not root with apt-get: install Debian's" \
+             "postgresql package, or the PostgreSQL tests fail"
     fi
 fi
 

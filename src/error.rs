@@ -114,6 +114,10 @@ pub enum CheckpointErrorKind {
     /// (another worker took it, or it expired). Not a failure of the shard: the new owner goes
     /// on from the last checkpoint.
     LeaseLost,
+    /// The storage refused the request for a reason that trying again cannot fix: permission
+    /// denied, a value it cannot hold, its tables changed underneath (a database server's
+    /// answer that is neither a connection failure nor a transient conflict).
+    Refused,
 }
 
 /// An error from a [`CheckpointStore`](crate::checkpoint::CheckpointStore).
@@ -158,6 +162,7 @@ impl fmt::Display for CheckpointError {
             CheckpointErrorKind::Corrupt => "checkpoint data is corrupt",
             CheckpointErrorKind::Mismatch => "checkpoint data does not match this consumer",
             CheckpointErrorKind::LeaseLost => "the shard's lease is no longer held",
+            CheckpointErrorKind::Refused => "checkpoint storage refused the request",
         };
         write!(f, "{kind}: {}", self.message)
     }

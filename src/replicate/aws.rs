@@ -80,6 +80,8 @@ impl TableSource for dynamodb::Client {
                 // The stream replay starts at the bookmark, taken before the scan: a consistent
                 // read makes sure no write acknowledged before the page was read is missed.
                 .consistent_read(true)
+                // What the page cost, for the scan's read-capacity budget.
+                .return_consumed_capacity(dynamodb::types::ReturnConsumedCapacity::Total)
                 .set_limit(request.limit.map(to_i32))
                 .set_exclusive_start_key(request.exclusive_start_key.map(item_to_sdk))
                 .send()
@@ -99,6 +101,7 @@ impl TableSource for dynamodb::Client {
             Ok(ScanPage {
                 items,
                 last_evaluated_key,
+                consumed_read_units: output.consumed_capacity.and_then(|c| c.capacity_units),
             })
         })
     }

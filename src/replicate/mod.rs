@@ -1,5 +1,6 @@
-//! Keep a copy of a DynamoDB table in a sink — a SQLite file or a store of your own — that
-//! survives crashes at any moment.
+//! Keep a copy of a DynamoDB table in a sink — a SQLite file, a PostgreSQL database (feature
+//! `postgres`) or a store of your own — that survives crashes at any moment. docs/replica.md
+//! has the layouts, the [`ReplicaSink`] contract and the recipe for large tables.
 //!
 //! The recipe ([`Replicator`]):
 //!
@@ -9,8 +10,12 @@
 //!    skips only records older than the bookmark (minus a margin).
 //! 2. **Scan.** A parallel segmented Scan copies every item into the sink. Each page and its
 //!    segment's resume position are written in one transaction, so a crash resumes the scan
-//!    where it stopped. Progress (items, rate, ETA from the table's `ItemCount`) is reported in
-//!    [`ReplicaStatus`].
+//!    where it stopped. Every [`catch_up_every`](ReplicatorBuilder::catch_up_every) (default one
+//!    hour) the scan pauses while the stream is read up to where it stands and every change
+//!    applied, so a scan may take longer than the stream's 24 hours. A
+//!    [`ScanRate`](ReplicatorBuilder::scan_rate) budget keeps it within a share of the table's
+//!    read capacity. Progress (items, rate, read units, ETA from the table's `ItemCount`) is
+//!    reported in [`ReplicaStatus`].
 //! 3. **Stream.** A [`Consumer`](crate::Consumer) on the same checkpoint store replays the
 //!    retained stream from the bookmark on top of the scan: `INSERT`/`MODIFY` put the new
 //!    image, `REMOVE` deletes. Each acknowledged batch's changes and the shard's checkpoint are
@@ -41,6 +46,11 @@
 //! stream: `Replicator::builder(sim.clone(), sim.clone(), sim.table_name(), sink)`.
 
 mod aws;
+#[cfg(all(
+    feature = "postgres",
+    not(all(target_arch = "wasm32", target_os = "unknown"))
+))]
+mod postgres;
 mod replicator;
 mod sink;
 mod source;
@@ -50,12 +60,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::StreamViewType;
 
+#[cfg(all(
+    feature = "postgres",
+    not(all(target_arch = "wasm32", target_os = "unknown"))
+))]
+pub use postgres::{
+    PostgresReplica, PostgresReplicaBuilder, DEFAULT_POSTGRES_CONNECTIONS, DEFAULT_POSTGRES_SCHEMA,
+    POSTGRES_SCHEMA_VERSION,
+};
 pub use replicator::{
     check_table, ReplicaPhase, ReplicaStatus, Replicator, ReplicatorBuilder, ReplicatorEvent,
-    DEFAULT_APPLICATION, DEFAULT_SEGMENTS,
+    ScanRate, DEFAULT_APPLICATION, DEFAULT_CATCH_UP_EVERY, DEFAULT_SEGMENTS,
 };
 pub use sink::{ItemChange, ReplicaSink, ScanProgress, SegmentProgress, SequencedChange};
-pub use source::{ScanPage, ScanRequest, TableSource};
+pub use source::{read_units, ScanPage, ScanRequest, TableSource};
 pub use sqlite::SqliteReplica;
 
 /// What a replicator needs to know about a table, from DescribeTable (or the simulator).

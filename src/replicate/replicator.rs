@@ -9,7 +9,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::backoff::Backoff;
 use crate::checkpoint::{CheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey};
 use crate::config::ConsumerConfig;
-use crate::error::{CheckpointError, Error, HandlerError, Result, RuntimeError};
+use crate::error::{CheckpointError, Error, HandlerError, Result, RuntimeError, SourceErrorKind};
 use crate::events::ConsumerEvent;
 use crate::handler::{Batch, Handler};
 use crate::position::{initial_checkpoints, StartPosition};
@@ -18,7 +18,7 @@ use crate::source::{describe_all, BoxFuture, StreamsApi};
 use crate::Consumer;
 
 use super::sink::{ItemChange, ReplicaSink, ScanProgress, SegmentProgress, SequencedChange};
-use super::source::{ScanRequest, TableSource};
+use super::source::{read_units, ScanPage, ScanRequest, TableSource};
 use super::TableInfo;
 
 /// Scan segments unless told otherwise.
@@ -27,9 +27,49 @@ pub const DEFAULT_SEGMENTS: u32 = 4;
 /// The application name that keys a replicator's checkpoints unless told otherwise.
 pub const DEFAULT_APPLICATION: &str = "replicate";
 
-/// An unfinished scan whose bookmark is older than this starts over: the stream keeps records
-/// for 24 hours, and replaying from an older bookmark would miss the trimmed ones.
-const BOOKMARK_MAX_AGE: Duration = Duration::from_secs(20 * 60 * 60);
+/// How often a running scan stops to catch the stream up, unless told otherwise (time on the
+/// stream's clock). See [`ReplicatorBuilder::catch_up_every`].
+pub const DEFAULT_CATCH_UP_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// The longest interval between two catch-ups a scan may be given: what the stream keeps
+/// (24 hours) minus time for the catch-up itself and a page per segment.
+const MAX_CATCH_UP_EVERY: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// An unfinished scan that was away from the stream for longer than this (since its bookmark or
+/// its last catch-up) starts over: the stream keeps records for 24 hours, and replaying from an
+/// older position would miss the trimmed ones.
+const AWAY_MAX_AGE: Duration = Duration::from_secs(20 * 60 * 60);
+
+/// A read-capacity budget for the scan, all segments together; see
+/// [`ReplicatorBuilder::scan_rate`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum ScanRate {
+    /// Read capacity units per second, as the service reports them for each page
+    /// (`ReturnConsumedCapacity`; estimated from the items' sizes with [`read_units`] when the
+    /// source does not say). A strongly consistent Scan spends one unit per 4 KB read.
+    ReadUnits(f64),
+    /// Items per second.
+    Items(f64),
+}
+
+impl ScanRate {
+    fn per_second(self) -> f64 {
+        match self {
+            ScanRate::ReadUnits(r) | ScanRate::Items(r) => r,
+        }
+    }
+
+    /// What a page costs in this budget's unit.
+    fn cost(self, page: &ScanPage) -> f64 {
+        match self {
+            ScanRate::ReadUnits(_) => page
+                .consumed_read_units
+                .unwrap_or_else(|| read_units(&page.items)),
+            ScanRate::Items(_) => page.items.len() as f64,
+        }
+    }
+}
 
 /// Attempts of one Scan or GetRecords call on retryable failures before giving up.
 const MAX_ATTEMPTS: u32 = 12;
@@ -68,6 +108,15 @@ pub struct ReplicaStatus {
     pub eta: Option<Duration>,
     /// Stream changes applied in this run.
     pub applied_changes: u64,
+    /// Read capacity units the scan consumed in this run (reported by the source, or estimated
+    /// from the items' sizes).
+    pub consumed_read_units: f64,
+    /// The scan's current rate limit in the unit of its [`ScanRate`] budget — the budget, or
+    /// less while throttling slowed it down; `None` without a budget.
+    pub scan_rate_limit: Option<f64>,
+    /// Times this run paused the scan to catch the stream up (see
+    /// [`ReplicatorBuilder::catch_up_every`]).
+    pub backfill_catch_ups: u64,
     /// Shards not yet caught up with the stream as it was when streaming started; `None` until
     /// streaming starts.
     pub shards_behind: Option<usize>,
@@ -84,6 +133,9 @@ impl ReplicaStatus {
             items_per_second: 0.0,
             eta: None,
             applied_changes: 0,
+            consumed_read_units: 0.0,
+            scan_rate_limit: None,
+            backfill_catch_ups: 0,
             shards_behind: None,
             error: None,
         }
@@ -124,6 +176,14 @@ pub enum ReplicatorEvent {
         /// Time this run spent scanning.
         elapsed: Duration,
     },
+    /// The scan paused, and the stream was read up to where it stood then, every change applied:
+    /// no record can expire before it is applied, however long the scan takes.
+    BackfillCaughtUp {
+        /// Changes applied by this catch-up.
+        changes: u64,
+        /// Where the stream stood (Unix milliseconds on the stream's clock).
+        at_ms: u64,
+    },
     /// The scan was already complete: streaming resumes from the stored checkpoints.
     ScanSkipped {
         /// Items the earlier scan wrote.
@@ -150,6 +210,8 @@ pub struct ReplicatorBuilder {
     sink: Arc<dyn ReplicaSink>,
     segments: u32,
     scan_page_limit: Option<u32>,
+    scan_rate: Option<ScanRate>,
+    catch_up_every: Duration,
     config: ConsumerConfig,
     events: broadcast::Sender<ReplicatorEvent>,
 }
@@ -160,6 +222,8 @@ impl std::fmt::Debug for ReplicatorBuilder {
             .field("table_name", &self.table_name)
             .field("segments", &self.segments)
             .field("scan_page_limit", &self.scan_page_limit)
+            .field("scan_rate", &self.scan_rate)
+            .field("catch_up_every", &self.catch_up_every)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -177,6 +241,36 @@ impl ReplicatorBuilder {
     /// mean more, smaller transactions.
     pub fn scan_page_limit(mut self, limit: u32) -> Self {
         self.scan_page_limit = Some(limit.max(1));
+        self
+    }
+
+    /// A read-capacity budget for the scan, all segments together (default: none, as fast as the
+    /// table answers). Pages are paced to the budget from what each one consumed; throttling
+    /// halves the pace, which climbs back by a tenth per page once ten seconds passed without
+    /// throttling. Smaller pages ([`scan_page_limit`](Self::scan_page_limit)) pace more evenly.
+    ///
+    /// ```no_run
+    /// # use dynamodb_stream::{replicate::{Replicator, ScanRate, SqliteReplica}, sim::Simulator};
+    /// # async fn f(sim: Simulator, sink: SqliteReplica) -> dynamodb_stream::Result<()> {
+    /// let replicator = Replicator::builder(sim.clone(), sim.clone(), sim.table_name(), sink)
+    ///     .scan_rate(ScanRate::ReadUnits(200.0)) // of the table's provisioned read capacity
+    ///     .spawn()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn scan_rate(mut self, rate: ScanRate) -> Self {
+        let per_second = rate.per_second();
+        self.scan_rate = (per_second.is_finite() && per_second > 0.0).then_some(rate);
+        self
+    }
+
+    /// Pause the scan every `interval` (on the stream's clock) to read the stream up to where
+    /// it stands and apply every change, so that no record expires before it is applied,
+    /// however long the scan takes (default [`DEFAULT_CATCH_UP_EVERY`]; at most 12 hours; each
+    /// segment reads at least one page between two catch-ups). A scan shorter than `interval`
+    /// never pauses.
+    pub fn catch_up_every(mut self, interval: Duration) -> Self {
+        self.catch_up_every = interval.min(MAX_CATCH_UP_EVERY);
         self
     }
 
@@ -207,7 +301,9 @@ impl ReplicatorBuilder {
         let info = self.table.table_info(&self.table_name).await?;
         check_table(&info)?;
         let progress = self.sink.bind(&info).await?;
-        let (status_tx, status_rx) = watch::channel(ReplicaStatus::starting(info.item_count));
+        let mut starting = ReplicaStatus::starting(info.item_count);
+        starting.scan_rate_limit = self.scan_rate.map(ScanRate::per_second);
+        let (status_tx, status_rx) = watch::channel(starting);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut config = self.config;
         config.start_position = StartPosition::Latest;
@@ -222,6 +318,8 @@ impl ReplicatorBuilder {
             sink: self.sink,
             segments: self.segments,
             scan_page_limit: self.scan_page_limit,
+            scan_rate: self.scan_rate,
+            catch_up_every: self.catch_up_every,
             config,
             status: Arc::new(status_tx),
             events: self.events.clone(),
@@ -308,6 +406,8 @@ impl Replicator {
             sink: Arc::new(sink),
             segments: DEFAULT_SEGMENTS,
             scan_page_limit: None,
+            scan_rate: None,
+            catch_up_every: DEFAULT_CATCH_UP_EVERY,
             config,
             events,
         }
@@ -409,6 +509,8 @@ struct Pipeline {
     sink: Arc<dyn ReplicaSink>,
     segments: u32,
     scan_page_limit: Option<u32>,
+    scan_rate: Option<ScanRate>,
+    catch_up_every: Duration,
     config: ConsumerConfig,
     status: Arc<watch::Sender<ReplicaStatus>>,
     events: broadcast::Sender<ReplicatorEvent>,
@@ -438,12 +540,16 @@ impl Pipeline {
         if !matches!(progress, ScanProgress::Complete { .. }) {
             let now = system_time_to_millis(self.streams.wall_clock());
             if let Some(s) = &stored {
-                let age = Duration::from_millis(now.saturating_sub(s.started_at_ms));
-                if age > BOOKMARK_MAX_AGE {
+                // Everything before the later of the bookmark and the last catch-up is applied;
+                // what came after must still be in the stream.
+                let caught_up = self.sink.stream_caught_up_at().await?.unwrap_or(0);
+                let since = s.started_at_ms.max(caught_up);
+                let age = Duration::from_millis(now.saturating_sub(since));
+                if age > AWAY_MAX_AGE {
                     self.emit(ReplicatorEvent::ScanRestarted {
                         reason: format!(
-                            "the unfinished scan's bookmark is {} hours old; the stream keeps \
-                             24 hours",
+                            "the unfinished scan last caught up with the stream {} hours ago; \
+                             the stream keeps 24 hours",
                             age.as_secs() / 3600
                         ),
                     });
@@ -523,11 +629,14 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Scan the unfinished segments in parallel. Returns false when stopped before the end.
+    /// Scan the unfinished segments in parallel, in slices: every
+    /// [`catch_up_every`](ReplicatorBuilder::catch_up_every) the segments stop after their
+    /// current page and the stream is caught up before they go on. Returns false when stopped
+    /// before the end.
     async fn scan(
         &self,
         total: u32,
-        segments: Vec<SegmentProgress>,
+        mut segments: Vec<SegmentProgress>,
         stop: watch::Receiver<bool>,
     ) -> Result<bool> {
         let before: u64 = segments.iter().map(|s| s.items).sum();
@@ -538,45 +647,88 @@ impl Pipeline {
         let counter = Arc::new(ScanCounter {
             started: Instant::now(),
             before,
-            this_run: Mutex::new(0),
+            this_run: Mutex::new((0, 0.0)),
         });
-        let mut set = JoinSet::new();
-        for segment in segments.into_iter().filter(|s| !s.done) {
-            let worker = SegmentScan {
-                table: self.table.clone(),
-                sink: self.sink.clone(),
-                table_name: self.info.table_name.clone(),
-                total,
-                limit: self.scan_page_limit,
-                status: self.status.clone(),
-                counter: counter.clone(),
-                stop: stop.clone(),
-            };
-            set.spawn(worker.run(segment));
-        }
-        while let Some(joined) = set.join_next().await {
-            let failure = match joined {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e),
-                Err(e) => Some(
-                    RuntimeError::new("a scan segment task failed")
-                        .with_source(e)
-                        .into(),
-                ),
-            };
-            if let Some(e) = failure {
-                // Abandoned pages are harmless: each page is one transaction in the sink.
-                set.abort_all();
-                return Err(e);
+        let pacer = self.scan_rate.map(|rate| {
+            Arc::new(Mutex::new(Pacer::new(
+                rate.per_second(),
+                tokio::time::Instant::now(),
+            )))
+        });
+        // The last moment up to which every change is applied: the bookmark or a catch-up.
+        let mut caught_up_at = {
+            let stored = self.sink.load(&self.key).await?;
+            let caught_up = self.sink.stream_caught_up_at().await?.unwrap_or(0);
+            stored.map_or(0, |s| s.started_at_ms).max(caught_up)
+        };
+        loop {
+            let interval = u64::try_from(self.catch_up_every.as_millis()).unwrap_or(u64::MAX);
+            let deadline_ms = caught_up_at.saturating_add(interval);
+            let mut set = JoinSet::new();
+            for segment in segments.iter().filter(|s| !s.done).cloned() {
+                let worker = SegmentScan {
+                    table: self.table.clone(),
+                    streams: self.streams.clone(),
+                    sink: self.sink.clone(),
+                    table_name: self.info.table_name.clone(),
+                    total,
+                    limit: self.scan_page_limit,
+                    rate: self.scan_rate,
+                    pacer: pacer.clone(),
+                    status: self.status.clone(),
+                    counter: counter.clone(),
+                    stop: stop.clone(),
+                };
+                set.spawn(worker.run(segment, deadline_ms));
             }
+            while let Some(joined) = set.join_next().await {
+                match joined {
+                    Ok(Ok(progress)) => {
+                        if let Some(s) = segments.iter_mut().find(|s| s.segment == progress.segment)
+                        {
+                            *s = progress;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        // Abandoned pages are harmless: each page is one transaction in the sink.
+                        set.abort_all();
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        set.abort_all();
+                        return Err(RuntimeError::new("a scan segment task failed")
+                            .with_source(e)
+                            .into());
+                    }
+                }
+            }
+            if *stop.borrow() {
+                return Ok(false);
+            }
+            if segments.iter().all(|s| s.done) {
+                return Ok(true);
+            }
+            caught_up_at = self.catch_up().await?;
         }
-        Ok(!*stop.borrow())
     }
 
-    /// Replay the stream into the sink until stopped.
-    async fn stream(&self, mut stop: watch::Receiver<bool>) -> Result<()> {
-        self.status
-            .send_modify(|s| s.phase = ReplicaPhase::CatchingUp);
+    /// Read the stream up to where it stands now, apply every change, and note it in the sink
+    /// (the scan then may go on for another interval). Returns where the stream stood.
+    async fn catch_up(&self) -> Result<u64> {
+        let at_ms = system_time_to_millis(self.streams.wall_clock());
+        let report = self.consumer_builder().run_once().await?;
+        self.sink.record_stream_caught_up(at_ms).await?;
+        self.status.send_modify(|s| s.backfill_catch_ups += 1);
+        self.emit(ReplicatorEvent::BackfillCaughtUp {
+            changes: report.total_records(),
+            at_ms,
+        });
+        Ok(at_ms)
+    }
+
+    /// A consumer of the stream that applies each batch to the sink with its checkpoint, its
+    /// events forwarded as [`ReplicatorEvent::Consumer`].
+    fn consumer_builder(&self) -> crate::ConsumerBuilder {
         let store = SinkStore {
             sink: self.sink.clone(),
         };
@@ -602,6 +754,14 @@ impl Pipeline {
                 }
             }
         });
+        builder
+    }
+
+    /// Replay the stream into the sink until stopped.
+    async fn stream(&self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        self.status
+            .send_modify(|s| s.phase = ReplicaPhase::CatchingUp);
+        let builder = self.consumer_builder();
         // Caught up means: as of the moment streaming starts.
         let asked = crate::rt::Instant::now();
         let asked_wall = self.streams.wall_clock();
@@ -653,41 +813,61 @@ impl Pipeline {
     }
 }
 
-/// Items scanned in this run, shared by the segment tasks.
+/// Items and read units scanned in this run, shared by the segment tasks.
 struct ScanCounter {
     started: Instant,
     before: u64,
-    this_run: Mutex<u64>,
+    this_run: Mutex<(u64, f64)>,
 }
 
 /// One scan segment's loop.
 struct SegmentScan {
     table: Arc<dyn TableSource>,
+    streams: Arc<dyn StreamsApi>,
     sink: Arc<dyn ReplicaSink>,
     table_name: String,
     total: u32,
     limit: Option<u32>,
+    rate: Option<ScanRate>,
+    pacer: Option<Arc<Mutex<Pacer>>>,
     status: Arc<watch::Sender<ReplicaStatus>>,
     counter: Arc<ScanCounter>,
     stop: watch::Receiver<bool>,
 }
 
 impl SegmentScan {
-    async fn run(self, progress: SegmentProgress) -> Result<()> {
-        let mut resume = progress.resume_after;
+    /// Scan pages until the segment ends, the replicator stops, or the stream's clock reaches
+    /// `deadline_ms` (after at least one page, so that every slice makes progress). Returns how
+    /// far the segment got.
+    async fn run(self, mut progress: SegmentProgress, deadline_ms: u64) -> Result<SegmentProgress> {
+        let mut first = true;
         loop {
-            if *self.stop.borrow() {
-                return Ok(());
+            if *self.stop.borrow() || progress.done {
+                return Ok(progress);
             }
+            if !first && system_time_to_millis(self.streams.wall_clock()) >= deadline_ms {
+                return Ok(progress);
+            }
+            first = false;
+            self.pace().await;
             let request = ScanRequest {
                 table_name: self.table_name.clone(),
                 segment: progress.segment,
                 total_segments: self.total,
-                exclusive_start_key: resume.clone(),
+                exclusive_start_key: progress.resume_after.clone(),
                 limit: self.limit,
             };
-            let page = retry(|| self.table.scan_segment(request.clone())).await?;
+            let page = retry(
+                || self.table.scan_segment(request.clone()),
+                |e| self.throttled(e),
+            )
+            .await?;
             let n = page.items.len() as u64;
+            // In the budget's unit (read units or items).
+            let cost = self.rate.map_or(0.0, |r| r.cost(&page));
+            let read_units_spent = page
+                .consumed_read_units
+                .unwrap_or_else(|| read_units(&page.items));
             self.sink
                 .write_scan_page(
                     progress.segment,
@@ -695,22 +875,63 @@ impl SegmentScan {
                     page.last_evaluated_key.clone(),
                 )
                 .await?;
-            self.report(n);
+            if let Some(pacer) = &self.pacer {
+                let limit = {
+                    let mut p = pacer.lock().unwrap_or_else(|p| p.into_inner());
+                    p.charge(cost, tokio::time::Instant::now());
+                    p.rate()
+                };
+                self.status.send_modify(|s| s.scan_rate_limit = Some(limit));
+            }
+            self.report(n, read_units_spent);
+            progress.items += n;
             match page.last_evaluated_key {
-                Some(k) => resume = Some(k),
-                None => return Ok(()),
+                Some(k) => progress.resume_after = Some(k),
+                None => {
+                    progress.resume_after = None;
+                    progress.done = true;
+                }
             }
         }
     }
 
-    fn report(&self, n: u64) {
-        let this_run = {
+    /// Wait until the budget allows another page.
+    async fn pace(&self) {
+        let Some(pacer) = &self.pacer else { return };
+        loop {
+            let wait = pacer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .wait(tokio::time::Instant::now());
+            match wait {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return,
+            }
+        }
+    }
+
+    /// A failed Scan call: throttling slows the budget down.
+    fn throttled(&self, e: &Error) {
+        let throttled = matches!(e, Error::Source(s) if s.kind() == SourceErrorKind::Throttled);
+        if let (true, Some(pacer)) = (throttled, &self.pacer) {
+            let limit = {
+                let mut p = pacer.lock().unwrap_or_else(|p| p.into_inner());
+                p.throttled(tokio::time::Instant::now());
+                p.rate()
+            };
+            self.status.send_modify(|s| s.scan_rate_limit = Some(limit));
+        }
+    }
+
+    fn report(&self, n: u64, units: f64) {
+        let (this_run, units_this_run) = {
             let mut c = self
                 .counter
                 .this_run
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            *c += n;
+            c.0 += n;
+            c.1 += units;
             *c
         };
         let elapsed = self.counter.started.elapsed().as_secs_f64();
@@ -723,6 +944,7 @@ impl SegmentScan {
         self.status.send_modify(|s| {
             s.scanned_items = scanned;
             s.items_per_second = rate;
+            s.consumed_read_units = units_this_run;
             s.eta = match s.estimated_items {
                 Some(total) if rate > 0.0 && total > scanned => {
                     Some(Duration::from_secs_f64((total - scanned) as f64 / rate))
@@ -734,8 +956,79 @@ impl SegmentScan {
     }
 }
 
-/// Run `call` until it succeeds, backing off on retryable failures.
-async fn retry<'a, T, F>(mut call: F) -> Result<T>
+/// A token bucket for the scan's budget, with a pace that halves on throttling and climbs back
+/// carefully: pure (the caller passes the time), so its arithmetic is tested without a clock.
+///
+/// A page may start while the bucket is not in debt; its cost, known only once it is read, is
+/// then charged (pages of parallel segments may overshoot by one page each, never more). At
+/// most one second of budget accumulates while idle.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    budget: f64,
+    /// The share of the budget in force: 1 until throttled.
+    factor: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+    last_throttle: Option<tokio::time::Instant>,
+}
+
+impl Pacer {
+    /// The pace never falls below this share of the budget.
+    const MIN_FACTOR: f64 = 1.0 / 64.0;
+    /// Quiet time after throttling before the pace climbs back.
+    const CALM: Duration = Duration::from_secs(10);
+
+    pub(crate) fn new(budget: f64, now: tokio::time::Instant) -> Self {
+        Self {
+            budget,
+            factor: 1.0,
+            tokens: budget,
+            last: now,
+            last_throttle: None,
+        }
+    }
+
+    /// Units per second in force.
+    pub(crate) fn rate(&self) -> f64 {
+        self.budget * self.factor
+    }
+
+    fn refill(&mut self, now: tokio::time::Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate()).min(self.rate());
+    }
+
+    /// How long to wait before the next page may start; `None`: now.
+    pub(crate) fn wait(&mut self, now: tokio::time::Instant) -> Option<Duration> {
+        self.refill(now);
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate()))
+    }
+
+    /// A page cost `units`; after a calm spell the pace climbs back by a tenth.
+    pub(crate) fn charge(&mut self, units: f64, now: tokio::time::Instant) {
+        self.refill(now);
+        self.tokens -= units.max(0.0);
+        let calm = self
+            .last_throttle
+            .is_none_or(|t| now.saturating_duration_since(t) >= Self::CALM);
+        if calm && self.factor < 1.0 {
+            self.factor = (self.factor * 1.1).min(1.0);
+        }
+    }
+
+    /// The table throttled a page: halve the pace, and start from an empty bucket.
+    pub(crate) fn throttled(&mut self, now: tokio::time::Instant) {
+        self.refill(now);
+        self.factor = (self.factor / 2.0).max(Self::MIN_FACTOR);
+        self.tokens = self.tokens.min(0.0);
+        self.last_throttle = Some(now);
+    }
+}
+
+/// Run `call` until it succeeds, backing off on retryable failures (each one shown to
+/// `on_retry` first).
+async fn retry<'a, T, F>(mut call: F, mut on_retry: impl FnMut(&Error)) -> Result<T>
 where
     F: FnMut() -> BoxFuture<'a, Result<T>>,
 {
@@ -748,6 +1041,7 @@ where
         };
         match retry.next_wait() {
             Some(wait) => {
+                on_retry(&e);
                 tracing::warn!(error = %e, attempt = retry.failures(), backoff = ?wait, "retrying");
                 tokio::time::sleep(wait).await;
             }
@@ -838,4 +1132,80 @@ fn to_change(record: StreamRecord) -> std::result::Result<SequencedChange, Handl
         sequence_number,
         change,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(start: tokio::time::Instant, ms: u64) -> tokio::time::Instant {
+        start + Duration::from_millis(ms)
+    }
+
+    /// Over any stretch, pages start only while the bucket holds budget: what they cost in all
+    /// is at most the budget times the time, plus one second of burst and the last page.
+    #[test]
+    fn the_pace_keeps_to_the_budget() {
+        let t0 = tokio::time::Instant::now();
+        let mut pacer = Pacer::new(100.0, t0);
+        let mut now = t0;
+        let mut spent = 0.0;
+        for _ in 0..500 {
+            if let Some(wait) = pacer.wait(now) {
+                now += wait;
+                assert!(pacer.wait(now).is_none(), "waiting as told is enough");
+            }
+            pacer.charge(37.0, now);
+            spent += 37.0;
+        }
+        let elapsed = now.duration_since(t0).as_secs_f64();
+        assert!(
+            spent <= 100.0 * elapsed + 100.0 + 37.0,
+            "{spent} units in {elapsed} s"
+        );
+        assert!(
+            spent >= 100.0 * elapsed,
+            "{spent} units in {elapsed} s: too slow"
+        );
+    }
+
+    #[test]
+    fn throttling_halves_the_pace_which_climbs_back_after_a_calm_spell() {
+        let t0 = tokio::time::Instant::now();
+        let mut pacer = Pacer::new(80.0, t0);
+        pacer.throttled(at(t0, 0));
+        pacer.throttled(at(t0, 10));
+        assert_eq!(pacer.rate(), 20.0);
+        // No climbing while throttling is recent.
+        pacer.charge(1.0, at(t0, 5_000));
+        assert_eq!(pacer.rate(), 20.0);
+        // After ten calm seconds, a tenth per page, up to the budget and no further.
+        pacer.charge(1.0, at(t0, 10_010));
+        assert!((pacer.rate() - 22.0).abs() < 1e-9, "{}", pacer.rate());
+        for i in 0..100 {
+            pacer.charge(1.0, at(t0, 10_020 + i));
+        }
+        assert_eq!(pacer.rate(), 80.0);
+        // It never stops entirely.
+        for i in 0..100 {
+            pacer.throttled(at(t0, 20_000 + i));
+        }
+        assert_eq!(pacer.rate(), 80.0 / 64.0);
+        pacer.charge(5.0, at(t0, 20_100));
+        let wait = pacer.wait(at(t0, 20_100)).expect("in debt");
+        assert!(wait <= Duration::from_secs(4), "{wait:?}");
+    }
+
+    #[test]
+    fn an_idle_bucket_holds_one_second_of_budget() {
+        let t0 = tokio::time::Instant::now();
+        let mut pacer = Pacer::new(10.0, t0);
+        pacer.charge(10.0, t0);
+        // An hour idle does not allow an hour's worth at once.
+        pacer.charge(15.0, at(t0, 3_600_000));
+        assert_eq!(
+            pacer.wait(at(t0, 3_600_000)),
+            Some(Duration::from_millis(500))
+        );
+    }
 }

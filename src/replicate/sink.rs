@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::record::{Item, SequenceNumber};
 use crate::source::BoxFuture;
 
-use super::TableInfo;
+use super::{KeyAttribute, TableInfo};
 
 /// A store that holds a table's items *and* the stream positions they reflect.
 ///
@@ -24,6 +24,10 @@ use super::TableInfo;
 /// - [`write_scan_page`](Self::write_scan_page) writes a page's items and its segment's resume
 ///   position in one transaction, so a resumed scan neither skips nor repeats pages.
 /// - [`bind`](Self::bind) refuses a sink that holds another table or stream, changing nothing.
+/// - [`record_stream_caught_up`](Self::record_stream_caught_up) keeps the latest time given;
+///   [`reset`](Self::reset) forgets it. A sink that does not keep it (the default methods) makes
+///   an unfinished scan start over when its bookmark is older than 20 hours, instead of
+///   resuming.
 /// - Every write is durable when its future returns `Ok`.
 pub trait ReplicaSink: CheckpointStore {
     /// Tie a fresh sink to `table`, or check that it already holds this table and stream.
@@ -45,9 +49,26 @@ pub trait ReplicaSink: CheckpointStore {
     /// Record that every segment is finished: later runs stream without scanning.
     fn complete_scan(&self) -> BoxFuture<'_, Result<()>>;
 
-    /// Forget the items, the scan and every checkpoint, keeping the binding to the table: the
-    /// replica starts over (used when an unfinished scan's bookmark has aged out of the stream).
+    /// Forget the items, the scan, every checkpoint and the stream catch-up time, keeping the
+    /// binding to the table: the replica starts over (used when an unfinished scan was away from
+    /// the stream for longer than it keeps records).
     fn reset(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// When the stream was last caught up during an unfinished scan, as stored by
+    /// [`record_stream_caught_up`](Self::record_stream_caught_up) (Unix milliseconds on the
+    /// stream's clock). `None`: never, or the sink does not keep it (the default).
+    fn stream_caught_up_at(&self) -> BoxFuture<'_, Result<Option<u64>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Durably note that every change of the stream up to `at_ms` (Unix milliseconds on the
+    /// stream's clock) is applied: a resumed backfill then only needs the stream to still hold
+    /// what came after it. Keeps the later of the stored and the given time. The default keeps
+    /// nothing.
+    fn record_stream_caught_up(&self, at_ms: u64) -> BoxFuture<'_, Result<()>> {
+        let _ = at_ms;
+        Box::pin(async { Ok(()) })
+    }
 
     /// Apply the changes of shard `shard_id` that follow its stored position and store
     /// `Processed { through }`, in one transaction. Returns how many changes were applied.
@@ -80,6 +101,12 @@ impl<T: ReplicaSink + ?Sized> ReplicaSink for std::sync::Arc<T> {
     }
     fn reset(&self) -> BoxFuture<'_, Result<()>> {
         (**self).reset()
+    }
+    fn stream_caught_up_at(&self) -> BoxFuture<'_, Result<Option<u64>>> {
+        (**self).stream_caught_up_at()
+    }
+    fn record_stream_caught_up(&self, at_ms: u64) -> BoxFuture<'_, Result<()>> {
+        (**self).record_stream_caught_up(at_ms)
     }
     fn apply(
         &self,
@@ -149,6 +176,28 @@ pub struct SequencedChange {
     pub sequence_number: SequenceNumber,
     /// What to do.
     pub change: ItemChange,
+}
+
+/// An item as DynamoDB JSON (`{"pk":{"S":"a"},"n":{"N":"7"}}`) with sorted attribute names:
+/// exact for every type (numbers stay strings of digits), and the same bytes for equal items.
+/// The SQLite and PostgreSQL replicas store items this way.
+pub(crate) fn item_to_dynamodb_json(item: &Item) -> serde_json::Result<String> {
+    let mut value = serde_json::to_value(item)?;
+    value.sort_all_objects();
+    Ok(value.to_string())
+}
+
+/// Whether two key schemas describe the same key: names and roles in order, and types where
+/// both sides know them (the simulator does not declare types).
+pub(crate) fn same_key_schema(a: &[KeyAttribute], b: &[KeyAttribute]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.name == b.name
+                && a.role == b.role
+                && (a.scalar_type.is_none()
+                    || b.scalar_type.is_none()
+                    || a.scalar_type == b.scalar_type)
+        })
 }
 
 /// Whether storing `new` over `old` moves a shard forward (the sink's monotonic rule):

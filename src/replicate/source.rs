@@ -57,6 +57,44 @@ pub struct ScanPage {
     pub items: Vec<Item>,
     /// Where the segment continues; `None` once it is finished.
     pub last_evaluated_key: Option<Item>,
+    /// Read capacity units the page consumed, as the service reported it
+    /// (`ReturnConsumedCapacity`); `None` when the source does not say (the replicator's scan
+    /// budget then estimates it from the items' sizes, see [`read_units`]).
+    pub consumed_read_units: Option<f64>,
+}
+
+/// Read capacity units a strongly consistent Scan spends on `items`: their approximate sizes
+/// summed and rounded up to 4 KB, at least one unit per page (DynamoDB's rule).
+pub fn read_units(items: &[Item]) -> f64 {
+    let bytes: usize = items
+        .iter()
+        .map(|item| {
+            item.iter()
+                .map(|(name, value)| name.len() + attribute_size(value))
+                .sum::<usize>()
+        })
+        .sum();
+    bytes.div_ceil(4096).max(1) as f64
+}
+
+/// DynamoDB's size of an attribute value (approximately: numbers by their digits).
+fn attribute_size(value: &AttributeValue) -> usize {
+    match value {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+        AttributeValue::B(b) => b.len(),
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+        AttributeValue::Ns(v) => v.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
+        AttributeValue::Bs(v) => v.iter().map(Vec::len).sum(),
+        AttributeValue::L(v) => 3 + v.iter().map(|a| 1 + attribute_size(a)).sum::<usize>(),
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, a)| 1 + k.len() + attribute_size(a))
+                .sum::<usize>()
+        }
+    }
 }
 
 /// The simulator is a table too: its items, split into segments by a hash of their key.
@@ -123,8 +161,10 @@ impl TableSource for Simulator {
             } else {
                 None
             };
+            let items: Vec<Item> = items.into_iter().map(|(_, item)| item).collect();
             Ok(ScanPage {
-                items: items.into_iter().map(|(_, item)| item).collect(),
+                consumed_read_units: Some(read_units(&items)),
+                items,
                 last_evaluated_key,
             })
         })

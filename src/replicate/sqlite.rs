@@ -17,7 +17,8 @@ use crate::record::{item_key_string, AttributeValue, Item, SequenceNumber};
 use crate::source::BoxFuture;
 
 use super::sink::{
-    advances, ItemChange, ReplicaSink, ScanProgress, SegmentProgress, SequencedChange,
+    advances, item_to_dynamodb_json, same_key_schema, ItemChange, ReplicaSink, ScanProgress,
+    SegmentProgress, SequencedChange,
 };
 use super::source::key_of;
 use super::{KeyAttribute, ScalarType, TableInfo};
@@ -118,9 +119,7 @@ fn quote(name: &str) -> String {
 
 /// An item as DynamoDB JSON with sorted attribute names (stable bytes for equal items).
 fn item_json(item: &Item) -> std::result::Result<String, CheckpointError> {
-    let mut value = serde_json::to_value(item).map_err(|e| io("encode item", e))?;
-    value.sort_all_objects();
-    Ok(value.to_string())
+    item_to_dynamodb_json(item).map_err(|e| io("encode item", e))
 }
 
 fn parse_item(json: &str) -> std::result::Result<Item, CheckpointError> {
@@ -407,19 +406,7 @@ fn binding_mismatch(path: &Path, bound: &Bound, table: &TableInfo) -> Option<Str
             bound.stream_arn, table.table_name, table.stream_arn
         ));
     }
-    let same_key = bound.key_schema.len() == table.key_schema.len()
-        && bound
-            .key_schema
-            .iter()
-            .zip(&table.key_schema)
-            .all(|(a, b)| {
-                a.name == b.name
-                    && a.role == b.role
-                    && (a.scalar_type.is_none()
-                        || b.scalar_type.is_none()
-                        || a.scalar_type == b.scalar_type)
-            });
-    if !same_key {
+    if !same_key_schema(&bound.key_schema, &table.key_schema) {
         return Some(format!(
             "{shown} holds table {:?} with another key schema: use a new database file",
             table.table_name
@@ -940,11 +927,34 @@ impl ReplicaSink for SqliteReplica {
                     tx.execute("DELETE FROM items", [])?;
                 }
                 tx.execute_batch(
-                    "DELETE FROM scan_segments; DELETE FROM checkpoints; DELETE FROM streams;",
+                    "DELETE FROM scan_segments; DELETE FROM checkpoints; DELETE FROM streams;
+                     DELETE FROM meta WHERE name = 'stream_caught_up_at_ms';",
                 )?;
                 set_meta(&tx, "scan_state", "not_started")
             })()
             .map_err(|e| io("reset", e))?;
+            commit(tx)
+        }))
+    }
+
+    fn stream_caught_up_at(&self) -> BoxFuture<'_, Result<Option<u64>>> {
+        Box::pin(self.run(|inner| {
+            Ok(meta(&inner.conn, "stream_caught_up_at_ms")
+                .map_err(|e| io("read the stream catch-up time", e))?
+                .and_then(|v| v.parse().ok()))
+        }))
+    }
+
+    fn record_stream_caught_up(&self, at_ms: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.run(move |inner| {
+            let tx = immediate(&mut inner.conn)?;
+            let stored: Option<u64> = meta(&tx, "stream_caught_up_at_ms")
+                .map_err(|e| io("read the stream catch-up time", e))?
+                .and_then(|v| v.parse().ok());
+            if stored.is_none_or(|s| s < at_ms) {
+                set_meta(&tx, "stream_caught_up_at_ms", &at_ms.to_string())
+                    .map_err(|e| io("record the stream catch-up time", e))?;
+            }
             commit(tx)
         }))
     }

@@ -1,10 +1,15 @@
 //! The `CheckpointStore` contract, run against every store of the crate: the memory store, the
-//! JSON file and the SQLite replica. Each store must answer `None` for what was never saved,
+//! JSON file, the SQLite replica and (with the `postgres` feature) the PostgreSQL replica, on a
+//! real server started by `tests/support/postgres.rs`. Each store must answer `None` for what was never saved,
 //! keep every kind of position, record the first start once, never move a position backwards
 //! (`ShardCheckpoint::advances`), take a repeated save as a no-op, keep streams and
 //! applications apart, and list an application's streams.
 
 use std::future::Future;
+
+#[cfg(feature = "postgres")]
+#[path = "../support/postgres.rs"]
+mod postgres;
 
 use dynamodb_stream::checkpoint::{
     CheckpointStore, FileCheckpointStore, MemoryCheckpointStore, ShardCheckpoint, StreamKey,
@@ -28,6 +33,14 @@ where
         .await
         .expect("open the replica");
     test(Box::new(replica)).await;
+    #[cfg(feature = "postgres")]
+    {
+        let url = postgres::database("stores").await;
+        let replica = dynamodb_stream::replicate::PostgresReplica::connect(&url)
+            .await
+            .expect("connect to the PostgreSQL replica");
+        test(Box::new(replica)).await;
+    }
 }
 
 fn key(stream: &str) -> StreamKey {
