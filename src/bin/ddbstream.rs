@@ -279,6 +279,11 @@ struct ReplicateArgs {
     #[arg(long, hide = true)]
     scan_page_limit: Option<u32>,
 
+    /// Milliseconds between progress lines when stderr is not a terminal (default 5000). For
+    /// tests.
+    #[arg(long, hide = true, value_name = "MS")]
+    progress_every: Option<u64>,
+
     #[command(flatten)]
     poll: PollArgs,
 }

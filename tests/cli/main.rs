@@ -13,6 +13,7 @@ mod cli_bad_inputs;
 mod cli_crash;
 mod cli_replicate_follow;
 mod cli_replicate_once;
+mod cli_setup_errors;
 mod cli_status;
 mod cli_tail;
 mod cli_tail_broken_pipe;

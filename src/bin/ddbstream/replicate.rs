@@ -34,7 +34,7 @@ pub(crate) async fn run(
     // stream type leaves no file behind.
     let first = aws_sdk_dynamodb::Client::new(&without_retries(aws));
     let info = match first_call("DescribeTable", setup, &mut stop, || {
-        first.table_info(&args.table)
+        table_info(&first, &streams, &args.table)
     })
     .await?
     {
@@ -65,7 +65,8 @@ pub(crate) async fn run(
     ));
     // Subscribed before the start, shown after the line above: no event is missed.
     tokio::spawn(log_events(events, args.once));
-    let progress = tokio::spawn(show_progress(replicator.watch_status()));
+    let every = args.progress_every.map_or(PRINT, Duration::from_millis);
+    let progress = tokio::spawn(show_progress(replicator.watch_status(), every));
     enum Next {
         Done(dynamodb_stream::Result<()>),
         Stop(crate::fail::Signal),
@@ -103,6 +104,18 @@ pub(crate) async fn run(
             })
         }
     }
+}
+
+/// The table and its stream, found by the library's classified DescribeTable first (which says
+/// "no credentials", "access denied" or "not found" in plain words), then read as the
+/// replicator needs it.
+pub(crate) async fn table_info(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    streams: &aws_sdk_dynamodbstreams::Client,
+    table: &str,
+) -> dynamodb_stream::Result<dynamodb_stream::replicate::TableInfo> {
+    dynamodb_stream::Consumer::for_table(dynamodb, streams.clone(), table).await?;
+    dynamodb.table_info(table).await
 }
 
 /// The replica's file and directory can be written: SQLite needs the directory for its `-wal`
@@ -213,18 +226,18 @@ async fn log_events(mut events: broadcast::Receiver<ReplicatorEvent>, once: bool
 
 /// Show the bootstrap's progress until the replica is live: the scan (items, rate, ETA), then
 /// the catch-up (shards still behind, changes applied). On a terminal a bar (indicatif), redrawn
-/// in place; otherwise a line every few seconds.
-async fn show_progress(mut status: watch::Receiver<ReplicaStatus>) {
+/// in place; otherwise a line when a phase begins and every `every`.
+async fn show_progress(mut status: watch::Receiver<ReplicaStatus>, every: Duration) {
     let log = Log::get();
     if !log.chatty() {
         return;
     }
     let terminal = log.is_terminal();
     let mut bar: Option<(ReplicaPhase, ProgressBar)> = None;
-    // The most shards seen behind at once: the catch-up bar's length.
+    let mut printed: Option<(ReplicaPhase, tokio::time::Instant)> = None;
+    // The most shards seen behind at once: the catch-up's total.
     let mut most_behind = 0;
     loop {
-        tokio::time::sleep(if terminal { REDRAW } else { PRINT }).await;
         let s = status.borrow_and_update().clone();
         if let Some(behind) = s.shards_behind {
             most_behind = most_behind.max(behind);
@@ -242,7 +255,15 @@ async fn show_progress(mut status: watch::Receiver<ReplicaStatus>) {
                 }
             }
             ReplicaPhase::Scanning | ReplicaPhase::CatchingUp => {
-                log.info(&progress_line(&s, most_behind))
+                let now = tokio::time::Instant::now();
+                let due = match printed {
+                    Some((phase, at)) => phase != s.phase || now.duration_since(at) >= every,
+                    None => true,
+                };
+                if due {
+                    log.info(&progress_line(&s, most_behind));
+                    printed = Some((s.phase, now));
+                }
             }
             ReplicaPhase::Live | ReplicaPhase::Stopped => {
                 log.clear_bar();
@@ -250,9 +271,16 @@ async fn show_progress(mut status: watch::Receiver<ReplicaStatus>) {
             }
             _ => {}
         }
-        if status.has_changed().is_err() {
-            log.clear_bar();
-            return;
+        // Woken by a change (a new phase shows at once), or to redraw / print on time.
+        let wait = if terminal { REDRAW } else { every };
+        tokio::select! {
+            changed = status.changed() => {
+                if changed.is_err() {
+                    log.clear_bar();
+                    return;
+                }
+            }
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -262,14 +290,14 @@ fn new_bar(s: &ReplicaStatus) -> ProgressBar {
         ReplicaPhase::Scanning => match s.estimated_items.filter(|t| *t > 0) {
             Some(total) => (
                 Some(total),
-                "ddbstream: scanning {bar:30} {human_pos}/~{human_len} items {msg}",
+                "ddbstream: scanning [{bar:25}] {human_pos}/~{human_len} items, {wide_msg}",
             ),
             None => (
                 None,
-                "ddbstream: scanning {spinner} {human_pos} items {msg}",
+                "ddbstream: scanning {spinner} {human_pos} items, {wide_msg}",
             ),
         },
-        _ => (None, "ddbstream: catching up {spinner} {msg}"),
+        _ => (None, "ddbstream: catching up {spinner} {wide_msg}"),
     };
     let style = ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -294,7 +322,12 @@ fn update_bar(bar: &ProgressBar, s: &ReplicaStatus, most_behind: usize) {
 
 /// `2 of 3 shards behind, 1,234 changes applied`.
 fn catch_up_text(s: &ReplicaStatus, most_behind: usize) -> String {
-    let behind = s.shards_behind.unwrap_or(most_behind);
+    let Some(behind) = s.shards_behind else {
+        return format!(
+            "starting on the stream, {} changes applied",
+            thousands(s.applied_changes)
+        );
+    };
     format!(
         "{behind} of {} shard{} behind, {} changes applied",
         most_behind.max(behind),

@@ -14,7 +14,7 @@ use dynamodb_stream::checkpoint::{
     CheckpointStore, FileCheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey,
 };
 use dynamodb_stream::error::{SourceError, SourceErrorKind};
-use dynamodb_stream::replicate::{TableSource, DEFAULT_APPLICATION};
+use dynamodb_stream::replicate::DEFAULT_APPLICATION;
 use dynamodb_stream::source::{
     IteratorPosition, Shard, StreamDescription, StreamStatus, StreamsApi, GET_RECORDS_LIMIT,
 };
@@ -52,7 +52,7 @@ pub(crate) async fn run(
         (Some(table), _) => {
             let dynamodb = aws_sdk_dynamodb::Client::new(&without_retries(aws));
             match first_call("DescribeTable", setup, &mut stop, || {
-                dynamodb.table_info(table)
+                crate::replicate::table_info(&dynamodb, &streams, table)
             })
             .await?
             {
