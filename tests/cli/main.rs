@@ -11,6 +11,7 @@ mod common;
 
 mod cli_bad_inputs;
 mod cli_crash;
+mod cli_exit_codes;
 mod cli_replicate_follow;
 mod cli_replicate_once;
 mod cli_setup_errors;
