@@ -10,12 +10,16 @@ mod ddb_local;
 mod common;
 
 mod cli_bad_inputs;
+mod cli_completions_help;
 mod cli_crash;
 mod cli_exit_codes;
 mod cli_private_files;
+mod cli_readme_local;
 mod cli_replicate_follow;
 mod cli_replicate_once;
+mod cli_replicate_progress;
 mod cli_setup_errors;
+mod cli_smaller_points;
 mod cli_status;
 mod cli_tail;
 mod cli_tail_broken_pipe;
