@@ -630,8 +630,7 @@ impl ErrorEndpoint {
                 // Read the request head and its body (Content-Length), then answer and close.
                 let mut request = Vec::new();
                 let mut buf = [0u8; 4096];
-                loop {
-                    let Ok(n) = conn.read(&mut buf) else { break };
+                while let Ok(n) = conn.read(&mut buf) {
                     if n == 0 {
                         break;
                     }
