@@ -1083,17 +1083,17 @@ mod tests {
         }
     }
 
-    fn describe(client: &streams::Client) -> SourceError {
-        let call = StreamsApi::describe_stream(
+    /// DescribeStream's error on `client`.
+    async fn describe_error(client: &streams::Client) -> SourceError {
+        StreamsApi::describe_stream(
             client,
             DescribeStreamRequest {
                 stream_arn: ARN.into(),
                 ..Default::default()
             },
-        );
-        futures_util::FutureExt::now_or_never(call)
-            .map(|r| r.expect_err("the call cannot succeed"))
-            .unwrap_or_else(|| panic!("a set-up error is reported at once"))
+        )
+        .await
+        .expect_err("the call cannot succeed")
     }
 
     fn set_up_client(
@@ -1115,30 +1115,14 @@ mod tests {
     #[tokio::test]
     async fn set_up_errors_are_fatal_with_their_cause() {
         let no_credentials = set_up_client(|c| c.credentials_provider(NoCredentials));
-        let err = StreamsApi::describe_stream(
-            &no_credentials,
-            DescribeStreamRequest {
-                stream_arn: ARN.into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect_err("no credentials");
+        let err = describe_error(&no_credentials).await;
         assert_eq!(err.kind(), SourceErrorKind::Fatal, "{err}");
         assert_eq!(err.cause(), Some(Cause::NoCredentials), "{err}");
         assert!(err.message().contains("no AWS credentials"), "{err}");
         assert!(StdError::source(&err).is_some(), "SDK error kept as source");
 
         let no_scheme = set_up_client(|c| c.endpoint_url("localhost:8000"));
-        let err = StreamsApi::describe_stream(
-            &no_scheme,
-            DescribeStreamRequest {
-                stream_arn: ARN.into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect_err("no scheme");
+        let err = describe_error(&no_scheme).await;
         assert_eq!(err.kind(), SourceErrorKind::Fatal, "{err}");
         assert_eq!(err.cause(), Some(Cause::InvalidEndpoint), "{err}");
         assert!(err.message().contains("scheme"), "{err}");
@@ -1148,7 +1132,7 @@ mod tests {
         );
 
         let no_region = set_up_client(|c| c.region(None));
-        let err = describe(&no_region);
+        let err = describe_error(&no_region).await;
         assert_eq!(err.kind(), SourceErrorKind::Fatal, "{err}");
         assert_eq!(err.cause(), Some(Cause::NoRegion), "{err}");
 

@@ -250,3 +250,22 @@ pub(crate) fn retry_at_start(e: &dynamodb_stream::Error) -> bool {
     }
     e.is_retryable()
 }
+
+/// A stream the service does not know, said once, with its ARN once, and what to do.
+pub(crate) fn stream_not_found(failure: Failure, arn: &str) -> Failure {
+    let not_found = failure
+        .source
+        .as_deref()
+        .and_then(|e| find_source_error(e))
+        .is_some_and(|e| e.kind() == SourceErrorKind::NotFound);
+    if !not_found {
+        return failure;
+    }
+    Failure {
+        message: format!(
+            "stream {arn} not found: check --stream-arn, or pass --table to use a table's \
+             current stream"
+        ),
+        source: failure.source,
+    }
+}

@@ -23,7 +23,7 @@ use futures_util::stream::{self, StreamExt};
 use rusqlite::{params, OpenFlags, OptionalExtension};
 use serde_json::{json, Value};
 
-use crate::fail::{explain, find_source_error, Ended, Failure, Setup};
+use crate::fail::{explain, stream_not_found, Ended, Failure, Setup};
 use crate::output::rfc3339;
 use crate::start::{first_call, without_retries};
 use crate::{unless_stopped, StatusArgs, Stop};
@@ -74,7 +74,7 @@ pub(crate) async fn run(
     {
         Ok(Ok(description)) => description,
         Ok(Err(signal)) => return Ok(Ended::Unfinished(signal)),
-        Err(failure) => return Err(stream_failed(failure, &stream_arn)),
+        Err(failure) => return Err(stream_not_found(failure, &stream_arn)),
     };
     let probed = report(&streams, &args, store, stream_arn, table_name, &description);
     match unless_stopped(&mut stop, probed).await {
@@ -167,23 +167,6 @@ async fn report(
         Some(problems) if !problems.is_empty() => Ended::CheckFailed,
         _ => Ended::Done,
     })
-}
-
-/// The stream could not be listed: a stream the service does not know, said once with its ARN.
-fn stream_failed(failure: Failure, arn: &str) -> Failure {
-    let not_found = failure
-        .source
-        .as_deref()
-        .and_then(|e| find_source_error(e))
-        .is_some_and(|e| e.kind() == SourceErrorKind::NotFound);
-    if not_found {
-        Failure {
-            message: format!("stream {arn} not found: check --stream-arn, or pass --table"),
-            source: failure.source,
-        }
-    } else {
-        failure
-    }
 }
 
 fn print(text: &str) -> Result<(), String> {

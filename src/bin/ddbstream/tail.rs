@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use dynamodb_stream::checkpoint::FileCheckpointStore;
-use dynamodb_stream::error::SourceErrorKind;
 use dynamodb_stream::events::GapAction;
 use dynamodb_stream::json::{write_record, RecordFormat, RecordSource};
 use dynamodb_stream::lease::DynamoDbLeaseStore;
@@ -15,7 +14,7 @@ use dynamodb_stream::status::HealthProblem;
 use dynamodb_stream::{Batch, Consumer, ConsumerEvent, HandlerError, StartPosition};
 use tokio::sync::{broadcast, Notify};
 
-use crate::fail::{explain, find_source_error, Ended, Failure, Setup};
+use crate::fail::{explain, stream_not_found, Ended, Failure, Setup};
 use crate::output::Log;
 use crate::start::{first_call, without_retries};
 use crate::{stopped, unless_stopped, StartFrom, Stop, TailArgs};
@@ -210,25 +209,6 @@ pub(crate) async fn run(
                 None => Ok(Ended::Done),
             }
         }
-    }
-}
-
-/// A stream the service does not know, said once, with the ARN once.
-fn stream_not_found(failure: Failure, arn: &str) -> Failure {
-    let not_found = failure
-        .source
-        .as_deref()
-        .and_then(|e| find_source_error(e))
-        .is_some_and(|e| e.kind() == SourceErrorKind::NotFound);
-    if !not_found {
-        return failure;
-    }
-    Failure {
-        message: format!(
-            "stream {arn} not found: check --stream-arn, or pass --table to tail a table's \
-             current stream"
-        ),
-        source: failure.source,
     }
 }
 
