@@ -95,4 +95,9 @@ echo "DynamoDB Local jar:      $jar"
 echo "DynamoDB Local natives:  $lib"
 echo "launcher classes:        $launcher_dir"
 echo "settings for the tests:  $env_file"
-echo "run: java -Xmx512m -Djava.library.path=$lib -cp $jar:$launcher_dir DdbLocalLauncher PORT CONTROL_PORT"
+# The one way to run it by hand, the README's (the tests start it themselves, through the
+# launcher, on free ports). -sharedDb: one database for every access key and region, so a table
+# made with one key is found with another.
+echo "run DynamoDB Local on port 8000:"
+echo "  . $env_file"
+echo '  java -Xmx512m -Djava.library.path="$DDB_LOCAL_LIB" -jar "$DDB_LOCAL_JAR" -inMemory -sharedDb -port 8000 -disableTelemetry &'

@@ -33,7 +33,11 @@ pub enum SourceErrorKind {
     NotFound,
     /// A transient failure (5xx, timeout, connection reset): retry with backoff.
     Retryable,
-    /// A failure that retrying cannot fix (bad request, access denied, validation error).
+    /// A failure that retrying cannot fix: a bad request, a validation error, a malformed
+    /// answer — and the caller's set-up: no AWS credentials, credentials that cannot be loaded
+    /// or that the service rejects, no region, an endpoint URL that cannot be used, access
+    /// denied ([`SourceError::cause`] says which). `Consumer::spawn` returns such an error
+    /// instead of retrying, and a running consumer stops with it.
     Fatal,
 }
 
@@ -44,10 +48,75 @@ impl SourceErrorKind {
     }
 }
 
+/// What a failed call says about the caller's set-up or the way to the service, when it says
+/// something: the precise reason behind a configuration error (of kind
+/// [`SourceErrorKind::Fatal`]), or behind a transport failure (of kind
+/// [`SourceErrorKind::Retryable`]). Tools turn it into advice
+/// ("set AWS_REGION", "is the endpoint running?"); supervision decides from the kind alone.
+///
+/// Found on a [`SourceError`] with [`SourceError::cause`], and anywhere in an error's `source()`
+/// chain with [`cause_of`] (also for errors this crate did not classify itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Cause {
+    /// No credentials were found anywhere in the credential chain (environment, profile files,
+    /// SSO, web identity, container, instance metadata). Kind `Fatal`.
+    NoCredentials,
+    /// A credential provider was configured but failed: an expired SSO session, a failing
+    /// `credential_process`, an invalid profile, a refused role assumption. Kind
+    /// `Fatal`.
+    CredentialsNotLoaded,
+    /// The service rejected the credentials: an unknown access key, a bad signature, an expired
+    /// session token (`UnrecognizedClientException`, `InvalidSignatureException`,
+    /// `ExpiredTokenException`, ...). Kind `Fatal`.
+    InvalidCredentials,
+    /// The credentials are valid but not allowed to make the call (`AccessDeniedException`).
+    /// Kind `Fatal`.
+    AccessDenied,
+    /// The client has no region. Kind `Fatal`.
+    NoRegion,
+    /// The endpoint URL cannot be used (e.g. `localhost:8000`, without `http://`). Kind
+    /// `Fatal`.
+    InvalidEndpoint,
+    /// No connection could be made, or it broke: refused, reset, or the host name did not
+    /// resolve. Kind `Retryable`: a restarting server refuses connections for a moment.
+    Unreachable,
+    /// The endpoint did not answer in time (connect, read or operation timeout). Kind
+    /// `Retryable`.
+    NoAnswer,
+}
+
+impl Cause {
+    /// Whether the cause is the caller's configuration (every cause but `Unreachable` and
+    /// `NoAnswer`): an error with such a cause is [`Fatal`](SourceErrorKind::Fatal).
+    pub fn is_configuration(self) -> bool {
+        !matches!(self, Self::Unreachable | Self::NoAnswer)
+    }
+}
+
+/// The first [`Cause`] found in `error` or its `source()` chain: a [`SourceError`]'s own, or,
+/// with the `aws` feature, one read from AWS SDK errors in the chain (missing credentials, an
+/// unusable endpoint, a refused connection, a timeout). `None` when nothing in the chain says.
+pub fn cause_of(error: &(dyn std::error::Error + 'static)) -> Option<Cause> {
+    let mut link = Some(error);
+    while let Some(e) = link {
+        if let Some(cause) = e.downcast_ref::<SourceError>().and_then(SourceError::cause) {
+            return Some(cause);
+        }
+        #[cfg(feature = "aws")]
+        if let Some(cause) = crate::aws_error::cause_at(e) {
+            return Some(cause);
+        }
+        link = e.source();
+    }
+    None
+}
+
 /// An error from a [`StreamsApi`](crate::source::StreamsApi) call, with its classification.
 #[derive(Debug)]
 pub struct SourceError {
     kind: SourceErrorKind,
+    cause: Option<Cause>,
     message: String,
     source: Option<BoxError>,
 }
@@ -57,6 +126,7 @@ impl SourceError {
     pub fn new(kind: SourceErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
+            cause: None,
             message: message.into(),
             source: None,
         }
@@ -68,9 +138,20 @@ impl SourceError {
         self
     }
 
+    /// Say what the failure tells about the set-up or the way to the service.
+    pub fn with_cause(mut self, cause: Cause) -> Self {
+        self.cause = Some(cause);
+        self
+    }
+
     /// The classification.
     pub fn kind(&self) -> SourceErrorKind {
         self.kind
+    }
+
+    /// What the failure says about the set-up or the way to the service, if anything.
+    pub fn cause(&self) -> Option<Cause> {
+        self.cause
     }
 
     /// The message, without the kind.
@@ -359,5 +440,10 @@ impl Error {
     /// The opposite of [`is_retryable`](Self::is_retryable).
     pub fn is_fatal(&self) -> bool {
         !self.is_retryable()
+    }
+
+    /// What the error says about the set-up or the way to the service (see [`cause_of`]).
+    pub fn cause(&self) -> Option<Cause> {
+        cause_of(self)
     }
 }

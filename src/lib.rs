@@ -64,6 +64,7 @@ pub mod delivery;
 pub mod error;
 pub mod events;
 mod handler;
+pub mod json;
 pub mod lease;
 mod position;
 pub mod record;

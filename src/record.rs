@@ -359,7 +359,23 @@ impl StreamRecord {
     }
 
     /// A stable string for the item's key, e.g. for routing or maps: the key attributes sorted
-    /// by name and rendered as JSON.
+    /// by name, each `name=value` with the value as JSON, joined by `|` — `pk="o-3"|sk=7`.
+    ///
+    /// String values keep their quotes on purpose: the string `"7"` and the number `7` stay
+    /// different keys, and a `|` or `=` inside a string cannot run into the next attribute.
+    /// The form never changes between versions (the SQLite replica stores it as its primary
+    /// key); see [`item_key_string`].
+    ///
+    /// ```
+    /// use dynamodb_stream::record::{AttributeValue, Item};
+    /// use dynamodb_stream::{RecordKind, StreamRecord};
+    /// let mut keys = Item::default();
+    /// keys.insert("pk".into(), AttributeValue::S("o-3".into()));
+    /// keys.insert("sk".into(), AttributeValue::N("7".into()));
+    /// let record = StreamRecord::new(RecordKind::Insert, "000000000000000000001".parse()?, keys);
+    /// assert_eq!(record.key_string(), r#"pk="o-3"|sk=7"#);
+    /// # Ok::<(), dynamodb_stream::InvalidSequenceNumber>(())
+    /// ```
     pub fn key_string(&self) -> String {
         item_key_string(&self.inner.keys)
     }
@@ -367,6 +383,10 @@ impl StreamRecord {
 
 /// Render key attributes as a stable string — sorted attribute names, JSON values, e.g.
 /// `pk="order-1"|sk=7` — the same string [`StreamRecord::key_string`] gives.
+///
+/// Values are rendered as [`attribute_to_json`] renders them (strings quoted, binary as quoted
+/// base64, numbers bare unless too long for a 64-bit integer or a short decimal). A table's key
+/// attributes each have one type, so within a table no two keys render alike.
 pub fn item_key_string(keys: &Item) -> String {
     let mut names: Vec<&String> = keys.keys().collect();
     names.sort();
@@ -434,7 +454,7 @@ fn number_to_json(n: &str) -> serde_json::Value {
     serde_json::Value::String(n.to_owned())
 }
 
-fn base64_encode(bytes: &[u8]) -> String {
+pub(crate) fn base64_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -549,6 +569,42 @@ mod tests {
         assert_eq!(number_to_json(n), serde_json::Value::String(n.into()));
         assert_eq!(number_to_json("42"), serde_json::json!(42));
         assert_eq!(number_to_json("1.5"), serde_json::json!(1.5));
+    }
+
+    #[test]
+    fn key_strings_are_stable() {
+        // The SQLite replica's primary keys: these forms must never change.
+        let keys = |pairs: Vec<(&str, AttributeValue)>| {
+            let mut item = Item::default();
+            for (k, v) in pairs {
+                item.insert(k.to_owned(), v);
+            }
+            item
+        };
+        use AttributeValue as A;
+        assert_eq!(
+            item_key_string(&keys(vec![("pk", A::S("o-3".into()))])),
+            r#"pk="o-3""#
+        );
+        assert_eq!(
+            item_key_string(&keys(vec![
+                ("sk", A::N("7".into())),
+                ("pk", A::S("a|b=c".into()))
+            ])),
+            r#"pk="a|b=c"|sk=7"#
+        );
+        assert_eq!(
+            item_key_string(&keys(vec![("pk", A::S("7".into()))])),
+            r#"pk="7""#
+        );
+        assert_eq!(
+            item_key_string(&keys(vec![("id", A::N("9007199254740993".into()))])),
+            "id=9007199254740993"
+        );
+        assert_eq!(
+            item_key_string(&keys(vec![("b", A::B(vec![1, 2]))])),
+            r#"b="AQI=""#
+        );
     }
 
     #[test]

@@ -2,16 +2,21 @@
 //! stands in a stream.
 //!
 //! Endpoint, region and credentials come from the AWS configuration chain (`AWS_ENDPOINT_URL`,
-//! `AWS_REGION`, `AWS_PROFILE`, environment credentials, SSO, ...); `--endpoint-url` and
-//! `--region` override it. Errors are one line on stderr, `ddbstream: <what is wrong>`, with
-//! exit code 1 (2 for usage errors). Warnings (a failed call being retried, a worker restart)
-//! are lines on stderr too; `RUST_LOG` changes what is shown (default `warn`).
+//! `AWS_REGION`, `AWS_PROFILE`, environment credentials, SSO, ...); `--endpoint-url`, `--region`
+//! and `--profile` override it. An error is one plain sentence on stderr, `ddbstream: <what is
+//! wrong: what to do>` (`-v` adds its causes); exit codes are in [`EXIT_CODES`]. Warnings (a
+//! failed call being retried) are lines on stderr too, repeats folded; `-q`, `-v` and
+//! `RUST_LOG` change what is shown. docs/cli.md is the manual.
 
 // A binary's crate root looks for modules beside it: these live in `ddbstream/`.
+#[path = "ddbstream/fail.rs"]
+mod fail;
 #[path = "ddbstream/output.rs"]
 mod output;
 #[path = "ddbstream/replicate.rs"]
 mod replicate;
+#[path = "ddbstream/start.rs"]
+mod start;
 #[path = "ddbstream/status.rs"]
 mod status;
 #[path = "ddbstream/tail.rs"]
@@ -21,16 +26,29 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::fail::{Ended, Failure, Setup, Signal};
+use crate::output::{Log, Verbosity};
 
 /// mimalloc: cheaper than the system allocator for records built on one thread and dropped on
 /// another (docs/benchmarks.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The exit codes, as `--help` shows them (docs/cli.md says the same).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    done (tail and replicate without --once: also when stopped by SIGTERM)
+  1    error (one line on stderr says what is wrong and what to do)
+  2    usage error
+  3    status --check: a shard is behind, at risk of losing records, or has lost some
+  130  interrupted by SIGINT (Ctrl-C)
+  143  terminated by SIGTERM before a --once run or status was done";
+
 /// Tail a DynamoDB stream, keep a copy of a table in SQLite, or show where a consumer stands.
 #[derive(Debug, Parser)]
-#[command(name = "ddbstream", version)]
+#[command(name = "ddbstream", version, after_help = EXIT_CODES)]
 struct Cli {
     /// Send every request to this endpoint (e.g. http://localhost:8000 for DynamoDB Local);
     /// default: the AWS configuration (AWS_ENDPOINT_URL, profiles).
@@ -41,6 +59,25 @@ struct Cli {
     #[arg(long, global = true, help_heading = "AWS")]
     region: Option<String>,
 
+    /// The AWS profile for credentials and settings; default: AWS_PROFILE, else "default".
+    #[arg(long, global = true, value_name = "NAME", help_heading = "AWS")]
+    profile: Option<String>,
+
+    /// Say less: errors and lost records only (no progress, no warnings).
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        help_heading = "Output"
+    )]
+    quiet: bool,
+
+    /// Say more: every retry, the causes of an error (-vv, -vvv: the library's and the AWS
+    /// SDK's debug logs). RUST_LOG, when set, chooses the log lines instead.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Output")]
+    verbose: u8,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -48,8 +85,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print every change of a stream as one JSON object per line, in order per shard.
+    #[command(after_help = TAIL_EXAMPLES)]
     Tail(TailArgs),
     /// Copy a table into a SQLite file and keep it up to date from the table's stream.
+    #[command(after_help = REPLICATE_EXAMPLES)]
     Replicate(ReplicateArgs),
     /// Show a stream's shards as a lineage tree, and how far stored positions have read each.
     ///
@@ -57,9 +96,59 @@ enum Command {
     /// (--db). Each shard is probed with one GetShardIterator (after the stored position) and
     /// one GetRecords: caught up, behind (how many records on that page, the oldest's age), gap
     /// risk (oldest unread older than 20 h), trimmed (records lost), or ended. Nothing is
-    /// written.
+    /// written. With --check the exit code says whether all is well (for cron and probes).
+    #[command(after_help = STATUS_EXAMPLES)]
     Status(StatusArgs),
+    /// Print a shell completion script for ddbstream.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
+
+const TAIL_EXAMPLES: &str = "\
+Examples:
+  ddbstream tail --table orders
+  ddbstream tail --table orders --from trim-horizon --once > changes.jsonl
+  ddbstream tail --table orders --checkpoint orders.tail.json | jq -c 'select(.eventName == \"REMOVE\")'
+  ddbstream tail --table orders --format dynamodb-json | jq '.dynamodb.NewImage'
+  ddbstream tail --stream-arn arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000
+
+Output formats (docs/cli.md has the schema):
+  compact        one flat object per change: eventName, eventId, shardId, sequenceNumber,
+                 approximateCreationDateTime (RFC 3339), keys, newImage, oldImage
+  dynamodb-json  the record as DynamoDB Streams and Lambda give it: eventID, eventName,
+                 dynamodb.Keys/NewImage/OldImage/SequenceNumber/ApproximateCreationDateTime,
+                 with typed values ({\"S\": \"o-1\"}, {\"N\": \"42\"})
+  plain          the same record with plain values
+In compact and plain, a number a double cannot hold exactly (e.g. 9007199254740993) is a JSON
+string, so jq cannot round it; sets are {\"SS\": [...]}, {\"NS\": [...]}, {\"BS\": [...]}.";
+
+const REPLICATE_EXAMPLES: &str = "\
+Examples:
+  ddbstream replicate --table orders --db orders.sqlite --once    # copy, catch up, exit
+  ddbstream replicate --table orders --db orders.sqlite           # follow until Ctrl-C
+  sqlite3 orders.sqlite \"SELECT _item FROM items LIMIT 3\"";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  ddbstream status --table orders
+  ddbstream status --table orders --db orders.sqlite
+  ddbstream status --table orders --checkpoint orders.tail.json --json
+  ddbstream status --table orders --db orders.sqlite --check --max-lag 5m || alert
+
+--check fails (exit code 3) when a shard is behind by more than --max-lag, close to the 24-hour
+retention (oldest unread record older than 20 h), has lost records (trimmed, or vanished before
+it was read to its end), or cannot be probed. A quarantined shard stops advancing: it shows as
+behind, then at risk.";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  ddbstream completions bash > ~/.local/share/bash-completion/completions/ddbstream
+  ddbstream completions zsh > ~/.zfunc/_ddbstream
+  ddbstream completions fish > ~/.config/fish/completions/ddbstream.fish";
 
 /// Where `tail` starts on its first run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -70,6 +159,28 @@ enum StartFrom {
     TrimHorizon,
 }
 
+/// How `tail` writes records (docs/cli.md has the schema of each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// One flat object per change with plain values (the default).
+    Compact,
+    /// The record as DynamoDB Streams and Lambda give it, with typed attribute values.
+    #[value(name = "dynamodb-json")]
+    DynamoDbJson,
+    /// The DynamoDB Streams / Lambda record with plain values.
+    Plain,
+}
+
+impl Format {
+    fn record_format(self) -> dynamodb_stream::json::RecordFormat {
+        use dynamodb_stream::json::RecordFormat;
+        match self {
+            Format::Compact => RecordFormat::Compact,
+            Format::DynamoDbJson => RecordFormat::DynamoDbJson,
+            Format::Plain => RecordFormat::Plain,
+        }
+    }
+}
 /// How shards are polled (the library's defaults, docs/semantics.md "Pace").
 #[derive(Debug, Clone, Args)]
 struct PollArgs {
@@ -136,6 +247,10 @@ struct TailArgs {
     #[arg(long, conflicts_with = "lease_table")]
     once: bool,
 
+    /// How each record is written: one JSON object per line.
+    #[arg(long, value_enum, default_value_t = Format::Compact)]
+    format: Format,
+
     #[command(flatten)]
     poll: PollArgs,
 }
@@ -163,6 +278,11 @@ struct ReplicateArgs {
     /// Items per Scan page (default: 1 MB pages). For tests of interrupted scans.
     #[arg(long, hide = true)]
     scan_page_limit: Option<u32>,
+
+    /// Milliseconds between progress lines when stderr is not a terminal (default 5000). For
+    /// tests.
+    #[arg(long, hide = true, value_name = "MS")]
+    progress_every: Option<u64>,
 
     #[command(flatten)]
     poll: PollArgs,
@@ -198,54 +318,132 @@ struct StatusArgs {
     /// Print one JSON document instead of a table.
     #[arg(long)]
     json: bool,
+
+    /// Exit with code 3 when a shard is behind by more than --max-lag, close to the 24-hour
+    /// retention, has lost records, or cannot be probed (for cron jobs and probes).
+    #[arg(long, requires = "store")]
+    check: bool,
+
+    /// With --check: how old the oldest unread record of a shard may be (e.g. 90s, 10m, 2h).
+    #[arg(long, value_name = "AGE", default_value = "10m", requires = "check",
+          value_parser = parse_age)]
+    max_lag: std::time::Duration,
+}
+
+/// `90`, `90s`, `10m`, `2h` → a duration.
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not an age like 90s, 10m or 2h"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(format!("{text:?} is not an age like 90s, 10m or 2h")),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    output::init_warnings();
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "ddbstream",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
+    let verbosity = if cli.quiet {
+        Verbosity::QUIET
+    } else {
+        Verbosity(i8::try_from(cli.verbose).unwrap_or(i8::MAX))
+    };
+    Log::init(verbosity, std::env::var_os("RUST_LOG").is_some());
+    output::init_tracing(verbosity);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
-        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+        Err(e) => return fail(Failure::new(format!("cannot start the async runtime: {e}"))),
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => fail(&message),
+    let result = runtime.block_on(run(cli));
+    Log::get().clear_bar();
+    match result {
+        Ok(ended) => ended.exit_code(),
+        Err(failure) => fail(failure),
     }
 }
 
-/// Print the one error line and return exit code 1.
-fn fail(message: &str) -> ExitCode {
-    let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    output::Log::get().line(&format!("ddbstream: {line}"));
-    ExitCode::from(1)
+/// Print the error line (and, with `-v`, its causes) and return exit code 1.
+fn fail(failure: Failure) -> ExitCode {
+    let log = Log::get();
+    log.error(&format!("ddbstream: {}", fail::one_line(&failure.message)));
+    if log.detailed() {
+        for cause in failure.chain() {
+            log.error(&format!("ddbstream:   caused by: {cause}"));
+        }
+    }
+    ExitCode::from(fail::code::ERROR)
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+async fn run(cli: Cli) -> Result<Ended, Failure> {
     // First of all: from here on SIGINT/SIGTERM mean a clean stop, whatever phase it is in.
     let mut stop: Stop = Box::pin(stop_signal()?);
-    let Some(config) = unless_stopped(&mut stop, aws_config(&cli)).await else {
-        return Ok(());
+    let once = match &cli.command {
+        Command::Tail(a) => a.once,
+        Command::Replicate(a) => a.once,
+        Command::Status(_) | Command::Completions { .. } => true,
     };
-    let config = config?;
+    let config = match unless_stopped(&mut stop, aws_config(&cli)).await {
+        Ok(config) => config?,
+        Err(signal) => return Ok(stopped(signal, once)),
+    };
     match cli.command {
         Command::Tail(args) => tail::run(&config, args, stop).await,
         Command::Replicate(args) => replicate::run(&config, args, stop).await,
-        // A read-only probe: stopping it early loses nothing.
-        Command::Status(args) => unless_stopped(&mut stop, status::run(&config, args))
-            .await
-            .unwrap_or(Ok(())),
+        // A read-only probe: stopping it early loses nothing, but it did not finish.
+        Command::Status(args) => status::run(&config, args, stop).await,
+        Command::Completions { .. } => Ok(Ended::Done),
+    }
+}
+
+/// How a command that was stopped by `signal` ends: a follower stops, a `--once` run or a
+/// `status` is unfinished.
+fn stopped(signal: Signal, once: bool) -> Ended {
+    if once {
+        Ended::Unfinished(signal)
+    } else {
+        Ended::Stopped(signal)
     }
 }
 
 /// SIGINT or SIGTERM, as a future that is polled across the phases of a command.
-type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = Signal> + Send>>;
 
-async fn aws_config(cli: &Cli) -> Result<SdkConfig, String> {
+/// The SDK configuration and what it says about the set-up, checked before any call: the
+/// profile exists, there is a region, the endpoint URL is a URL.
+async fn aws_config(cli: &Cli) -> Result<(SdkConfig, Setup), Failure> {
+    let profile = cli
+        .profile
+        .clone()
+        .or_else(|| std::env::var("AWS_PROFILE").ok())
+        .filter(|p| !p.is_empty());
+    if let Some(name) = &profile {
+        check_profile(name).await?;
+    }
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(dynamodb_stream::recommended_timeouts());
+    if let Some(name) = &cli.profile {
+        loader = loader.profile_name(name);
+    }
     if let Some(url) = &cli.endpoint_url {
         loader = loader.endpoint_url(url);
     }
@@ -253,41 +451,88 @@ async fn aws_config(cli: &Cli) -> Result<SdkConfig, String> {
         loader = loader.region(Region::new(region.clone()));
     }
     let config = loader.load().await;
-    if config.region().is_none_or(|r| r.as_ref().is_empty()) {
-        return Err("no AWS region: pass --region or set AWS_REGION".into());
+    let region = match config.region() {
+        Some(r) if !r.as_ref().is_empty() => r.to_string(),
+        _ => {
+            return Err(Failure::new(
+                "no AWS region: pass --region or set AWS_REGION (or a region in the profile)",
+            ))
+        }
+    };
+    let setup = Setup {
+        endpoint_url: config.endpoint_url().map(str::to_owned),
+        region,
+        profile,
+    };
+    if let Some(url) = &setup.endpoint_url {
+        if !has_scheme(url) {
+            return Err(Failure::new(format!(
+                "could not connect to the endpoint URL {url:?}: it has no scheme; write it as \
+                 http://{url} (or https://)"
+            )));
+        }
     }
-    Ok(config)
+    Ok((config, setup))
 }
 
-/// The message of a library error, without the "invalid argument" prefix for the caller's own
-/// mistakes (they read better as is).
-fn describe(e: dynamodb_stream::Error) -> String {
-    match e {
-        dynamodb_stream::Error::InvalidArgument(m) => m,
-        other => other.to_string(),
-    }
+/// `http://…` or `https://…` with something after it.
+fn has_scheme(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    ["http://", "https://"]
+        .iter()
+        .any(|s| lower.starts_with(s) && lower.len() > s.len())
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called, so
-/// call it before starting work.
-/// Runs `work` unless SIGINT or SIGTERM comes first (`None` then, after a line saying so).
+/// Fail with the profile's name when it is in neither `~/.aws/config` nor `~/.aws/credentials`
+/// (aws-config would otherwise only report that no credentials were found).
+// aws-config's own loader takes the profile-file list under its deprecated name; naming it
+// through aws-config spares a direct dependency on aws-runtime.
+#[allow(deprecated)]
+async fn check_profile(name: &str) -> Result<(), Failure> {
+    use aws_config::profile::profile_file::ProfileFiles;
+    use aws_types::os_shim_internal::{Env, Fs};
+    let profiles =
+        aws_config::profile::load(&Fs::real(), &Env::real(), &ProfileFiles::default(), None)
+            .await
+            .map_err(|e| {
+                Failure::new(format!("cannot read the AWS profile files: {e}")).with_source(e)
+            })?;
+    if profiles.get_profile(name).is_some() {
+        return Ok(());
+    }
+    let mut known: Vec<&str> = profiles.profiles().collect();
+    known.sort_unstable();
+    let known = if known.is_empty() {
+        "there are none".to_owned()
+    } else {
+        format!("known: {}", known.join(", "))
+    };
+    Err(Failure::new(format!(
+        "AWS profile {name:?} not found in ~/.aws/config or ~/.aws/credentials ({known}): \
+         check --profile or AWS_PROFILE"
+    )))
+}
+
+/// Runs `work` unless SIGINT or SIGTERM comes first (then the signal, after a line saying so).
 ///
 /// Why: starting can take long — an unreachable endpoint is retried with back-off, a replica's
 /// first scan reads the whole table — and the tool must stay stoppable all along.
 async fn unless_stopped<T>(
     stop: &mut Stop,
     work: impl std::future::Future<Output = T>,
-) -> Option<T> {
+) -> Result<T, Signal> {
     tokio::select! {
-        r = work => Some(r),
-        () = stop.as_mut() => {
-            output::Log::get().line("ddbstream: stopped before the stream was read");
-            None
+        r = work => Ok(r),
+        signal = stop.as_mut() => {
+            Log::get().info("ddbstream: stopped before the stream was read");
+            Err(signal)
         }
     }
 }
 
-fn stop_signal() -> Result<impl std::future::Future<Output = ()> + Send, String> {
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, with which it was. The handlers are installed when
+/// this is called, so call it before starting work.
+fn stop_signal() -> Result<impl std::future::Future<Output = Signal> + Send, Failure> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
@@ -295,8 +540,39 @@ fn stop_signal() -> Result<impl std::future::Future<Output = ()> + Send, String>
         signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
     Ok(async move {
         tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
+            _ = interrupt.recv() => Signal::Interrupt,
+            _ = terminate.recv() => Signal::Terminate,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ages_parse() {
+        use std::time::Duration;
+        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_age("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["", "m", "10d", "-1", "1.5h"] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn endpoint_urls_need_a_scheme() {
+        assert!(has_scheme("http://localhost:8000"));
+        assert!(has_scheme("HTTPS://dynamodb.us-east-1.amazonaws.com"));
+        for bad in ["localhost:8000", "http://", "127.0.0.1", "ftp://x"] {
+            assert!(!has_scheme(bad), "{bad}");
+        }
+    }
 }

@@ -64,6 +64,17 @@ impl FileCheckpointStore {
         &self.path
     }
 
+    /// Check that saves can succeed, before anything is read: the directory exists and a file
+    /// can be created in it (a save writes a temporary file there and renames it over the
+    /// target), and the target, if it exists, is not a directory. Nothing is left behind.
+    ///
+    /// Why: a consumer whose checkpoints cannot be written delivers every record and retries
+    /// the write forever; a tool should say so at start instead.
+    pub async fn check_writable(&self) -> Result<(), CheckpointError> {
+        let path = self.path.clone();
+        run_blocking(move || check_writable(&path)).await
+    }
+
     async fn read(&self) -> Result<BTreeMap<StreamKey, StreamCheckpoints>, CheckpointError> {
         let path = self.path.clone();
         run_blocking(move || read_file(&path)).await
@@ -141,6 +152,51 @@ fn read_file(path: &Path) -> Result<BTreeMap<StreamKey, StreamCheckpoints>, Chec
     Ok(out)
 }
 
+fn check_writable(path: &Path) -> Result<(), CheckpointError> {
+    if path.is_dir() {
+        return Err(CheckpointError::new(
+            CheckpointErrorKind::Io,
+            format!("{} is a directory", path.display()),
+        ));
+    }
+    let (dir, tmp) = temporary_beside(path);
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(CheckpointError::new(
+                CheckpointErrorKind::Io,
+                format!("{} is not a directory", dir.display()),
+            ))
+        }
+        Err(e) => return Err(io_error(&dir, "cannot use directory", e)),
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(&tmp)
+        .map_err(|e| io_error(&tmp, "cannot create", e))?;
+    std::fs::remove_file(&tmp).map_err(|e| io_error(&tmp, "cannot remove", e))
+}
+
+/// The directory of `path` and the temporary file a save writes there.
+fn temporary_beside(path: &Path) -> (PathBuf, PathBuf) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "checkpoints".into());
+    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+    (dir, tmp)
+}
+
 fn write_file(
     path: &Path,
     content: &BTreeMap<StreamKey, StreamCheckpoints>,
@@ -162,15 +218,7 @@ fn write_file(
             format!("cannot encode checkpoints: {e}"),
         )
     })?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "checkpoints".into());
-    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+    let (dir, tmp) = temporary_beside(path);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -307,6 +355,28 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[tokio::test]
+    async fn writability_is_checked_without_leaving_anything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = FileCheckpointStore::new(dir.path().join("cp.json"));
+        good.check_writable().await.expect("writable");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
+
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").expect("write");
+        for bad in [
+            file.join("cp.json"),
+            dir.path().join("missing").join("cp.json"),
+            dir.path().to_path_buf(),
+        ] {
+            let err = FileCheckpointStore::new(&bad)
+                .check_writable()
+                .await
+                .expect_err("not writable");
+            assert_eq!(err.kind(), CheckpointErrorKind::Io, "{err}");
         }
     }
 

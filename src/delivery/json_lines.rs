@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use super::{DeliveryFailure, FailureReason, FailureSink};
 use crate::error::BoxError;
-use crate::record::{item_to_json, system_time_to_millis};
+use crate::json::{write_record, write_str, RecordFormat, RecordSource};
 use crate::source::BoxFuture;
 
 /// A [`FailureSink`] appending one JSON object per failure to a file (JSON lines), fsynced.
 ///
 /// Each line holds `streamArn`, `shardId`, `firstSequenceNumber`, `lastSequenceNumber`,
-/// `reason`, `error`, and `records` (each with `eventName`, `sequenceNumber`, `keys`,
-/// `newImage`, `oldImage`, `approximateCreationDateTime` in Unix milliseconds).
+/// `reason`, `error`, and `records`, each written as `ddbstream tail` prints it (the compact
+/// form of [`crate::json`]: `eventName`, `eventId`, `sequenceNumber`, `keys`, `newImage`,
+/// `oldImage`, `approximateCreationDateTime` in RFC 3339, numbers a double cannot hold as
+/// strings). The file is created with mode 0600: it holds whole items.
 ///
 /// ```no_run
 /// use dynamodb_stream::delivery::JsonLinesFailureSink;
@@ -41,7 +43,9 @@ impl JsonLinesFailureSink {
     }
 }
 
-fn to_json(f: &DeliveryFailure) -> serde_json::Value {
+/// One failure as one JSON line (with its newline). The records are written exactly as
+/// `ddbstream tail` prints them ([`RecordFormat::Compact`]), straight into the line.
+fn to_line(f: &DeliveryFailure) -> Vec<u8> {
     let reason = match &f.reason {
         FailureReason::RetriesExhausted { attempts } => {
             serde_json::json!({ "kind": "retries_exhausted", "attempts": attempts })
@@ -50,41 +54,42 @@ fn to_json(f: &DeliveryFailure) -> serde_json::Value {
             serde_json::json!({ "kind": "record_too_old", "ageMillis": age.as_millis() as u64 })
         }
     };
-    let records: Vec<serde_json::Value> = f
-        .records
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "eventName": match r.kind() {
-                    crate::RecordKind::Insert => "INSERT".to_owned(),
-                    crate::RecordKind::Modify => "MODIFY".to_owned(),
-                    crate::RecordKind::Remove { .. } => "REMOVE".to_owned(),
-                    crate::RecordKind::Unknown(n) => n.clone(),
-                },
-                "sequenceNumber": r.sequence_number().as_str(),
-                "keys": item_to_json(r.keys()),
-                "newImage": r.new_image().map(item_to_json),
-                "oldImage": r.old_image().map(item_to_json),
-                "approximateCreationDateTime": r.approximate_creation_time().map(system_time_to_millis),
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "streamArn": f.stream_arn,
-        "shardId": f.shard_id,
-        "firstSequenceNumber": f.first_sequence_number().map(|s| s.as_str()),
-        "lastSequenceNumber": f.last_sequence_number().map(|s| s.as_str()),
-        "reason": reason,
-        "error": f.error,
-        "records": records,
-    })
+    let mut out = Vec::with_capacity(256 * (f.records.len() + 1));
+    let optional = |out: &mut Vec<u8>, s: Option<&str>| match s {
+        Some(s) => write_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    };
+    out.extend_from_slice(b"{\"streamArn\":");
+    write_str(&mut out, &f.stream_arn);
+    out.extend_from_slice(b",\"shardId\":");
+    write_str(&mut out, &f.shard_id);
+    out.extend_from_slice(b",\"firstSequenceNumber\":");
+    optional(&mut out, f.first_sequence_number().map(|s| s.as_str()));
+    out.extend_from_slice(b",\"lastSequenceNumber\":");
+    optional(&mut out, f.last_sequence_number().map(|s| s.as_str()));
+    out.extend_from_slice(b",\"reason\":");
+    out.extend_from_slice(reason.to_string().as_bytes());
+    out.extend_from_slice(b",\"error\":");
+    write_str(&mut out, &f.error);
+    out.extend_from_slice(b",\"records\":[");
+    let from = RecordSource {
+        shard_id: &f.shard_id,
+        stream_arn: &f.stream_arn,
+    };
+    for (i, record) in f.records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_record(&mut out, RecordFormat::Compact, &from, record);
+    }
+    out.extend_from_slice(b"]}\n");
+    out
 }
 
 impl FailureSink for JsonLinesFailureSink {
     fn send(&self, failure: DeliveryFailure) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
-            let mut line = serde_json::to_vec(&to_json(&failure))?;
-            line.push(b'\n');
+            let line = to_line(&failure);
             let _guard = self.lock.lock().await;
             let path = self.path.clone();
             tokio::task::spawn_blocking(move || -> Result<(), BoxError> {

@@ -7,7 +7,6 @@ use std::error::Error as StdError;
 use std::time::Duration;
 
 use aws_sdk_dynamodb as ddb;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use ddb::config::http::HttpResponse;
 use ddb::error::SdkError;
@@ -514,7 +513,8 @@ impl DynamoDbLeaseStore {
         E: ProvideErrorMetadata + ModeledCode + StdError + Send + Sync + 'static,
     {
         let table = &self.table;
-        let context = DisplayErrorContext(&err);
+        // One line: what actually failed; the SDK's full chain stays the source.
+        let context = aws_error::innermost(&err);
         let (kind, message) = match aws_error::read(&err) {
             Failure::Service {
                 code,
@@ -543,8 +543,9 @@ impl DynamoDbLeaseStore {
                 LeaseErrorKind::Io,
                 format!("{operation} on lease table {table:?} timed out: {context}"),
             ),
-            Failure::Dispatch { user } => (
-                if user {
+            // No credentials, an unusable endpoint: retrying cannot help.
+            Failure::Dispatch { user, cause } => (
+                if user || cause.is_some_and(|c| c.is_configuration()) {
                     LeaseErrorKind::Fatal
                 } else {
                     LeaseErrorKind::Io

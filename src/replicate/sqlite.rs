@@ -241,11 +241,31 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
     inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Create a missing database file with mode 0600 before SQLite opens it: the replica holds
+/// whole items, and SQLite gives its `-wal` and `-shm` files the database file's mode. An
+/// existing file is left as it is.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn open_sync(path: &Path) -> Result<Inner> {
     let shown = path.display();
     let unreadable = |e: rusqlite::Error| {
         Error::InvalidArgument(format!("{shown} is not a readable SQLite database: {e}"))
     };
+    create_private(path)
+        .map_err(|e| Error::InvalidArgument(format!("cannot create {shown}: {e}")))?;
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE

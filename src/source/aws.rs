@@ -21,7 +21,6 @@ use aws_smithy_runtime_api::client::orchestrator::OrchestratorError;
 use aws_smithy_runtime_api::client::runtime_plugin::RuntimePlugin;
 use aws_smithy_runtime_api::client::ser_de::{DeserializeResponse, SharedResponseDeserializer};
 use aws_smithy_types::config_bag::{ConfigBag, FrozenLayer};
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::timeout::TimeoutConfig;
 use streams::config::http::HttpResponse;
@@ -29,7 +28,7 @@ use streams::config::{Intercept, RuntimeComponents};
 use streams::error::SdkError;
 
 use crate::aws_error::{self, modeled_codes, short_code, Failure, ModeledCode};
-use crate::error::{SourceError, SourceErrorKind};
+use crate::error::{Cause, SourceError, SourceErrorKind};
 use crate::record::{
     AttributeValue, Item, RecordKind, SequenceNumber, StreamRecord, StreamViewType, UserIdentity,
 };
@@ -118,24 +117,32 @@ fn kind_for_code(code: &str) -> Option<SourceErrorKind> {
 
 /// Classify a failed SDK call of `operation`, keeping the SDK error as the `source`.
 ///
-/// Service errors are classified by code (see [`kind_for_code`]); an unknown code is
-/// `Retryable` on HTTP 5xx, `Throttled` on 429, and `Fatal` otherwise (validation errors,
-/// access denied, bad credentials). A service error without a code on a 2xx response means the
-/// body could not be parsed and is `Retryable`, as are timeouts, dispatch failures (connection
-/// refused or reset) and unreadable responses. Construction failures and dispatch failures the
-/// connector attributes to the request itself (e.g. an invalid endpoint) are `Fatal`.
+/// First what the failure says about the set-up ([`Cause`], read from the SDK's error types and
+/// from error codes): missing or unloadable credentials, credentials the service rejects
+/// (`UnrecognizedClientException`, `ExpiredTokenException`, ...), access denied, an endpoint URL
+/// that cannot be used — each `Fatal` at once, with its cause. Then the rest: service errors by
+/// code (see [`kind_for_code`]); an unknown code is `Retryable` on HTTP 5xx, `Throttled` on 429,
+/// and `Fatal` otherwise (validation errors). A service error without a code on a 2xx response
+/// means the body could not be parsed and is `Retryable`, as are timeouts, connection failures
+/// (refused, reset: cause `Unreachable`) and unreadable responses. Construction failures and
+/// dispatch failures the connector attributes to the request itself are `Fatal`.
+///
+/// The message is one line: the operation and what failed (the service's code and message, or
+/// the innermost transport error); the SDK's full chain stays reachable through `source()`.
 fn classify_sdk_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> SourceError
 where
     E: ProvideErrorMetadata + ModeledCode + StdError + Send + Sync + 'static,
 {
-    let context = DisplayErrorContext(&err);
-    let (kind, message) = match aws_error::read(&err) {
+    let innermost = aws_error::innermost(&err);
+    let (kind, cause, message) = match aws_error::read(&err) {
         Failure::Service {
             code,
             status,
             detail,
         } => {
+            let cause = code.and_then(aws_error::cause_for_code);
             let kind = match code.and_then(kind_for_code) {
+                _ if cause.is_some() => SourceErrorKind::Fatal,
                 Some(kind) => kind,
                 None if (500..600).contains(&status) => SourceErrorKind::Retryable,
                 None if status == 429 => SourceErrorKind::Throttled,
@@ -148,34 +155,76 @@ where
                 Some(code) => format!("{operation} failed: {code} (HTTP {status}): {detail}"),
                 None => format!("{operation} failed: HTTP {status} without error code: {detail}"),
             };
-            (kind, message)
+            (kind, cause, message)
         }
         Failure::Timeout => (
             SourceErrorKind::Retryable,
-            format!("{operation} timed out: {context}"),
+            Some(Cause::NoAnswer),
+            format!("{operation} timed out: {innermost}"),
         ),
-        Failure::Dispatch { user } => (
-            if user {
-                SourceErrorKind::Fatal
-            } else {
-                SourceErrorKind::Retryable
-            },
-            format!("{operation} could not be sent: {context}"),
-        ),
+        Failure::Dispatch { user, cause } => {
+            let kind = match cause {
+                Some(c) if c.is_configuration() => SourceErrorKind::Fatal,
+                _ if user => SourceErrorKind::Fatal,
+                _ => SourceErrorKind::Retryable,
+            };
+            let message = match cause {
+                Some(Cause::NoCredentials) => {
+                    format!("{operation} was not sent: no AWS credentials were found")
+                }
+                Some(Cause::CredentialsNotLoaded) => format!(
+                    "{operation} was not sent: the AWS credentials could not be loaded: {innermost}"
+                ),
+                Some(Cause::InvalidEndpoint) => format!(
+                    "{operation} was not sent: the endpoint URL cannot be used: {innermost}"
+                ),
+                Some(Cause::Unreachable) => {
+                    format!("{operation} could not connect to the endpoint: {innermost}")
+                }
+                Some(Cause::NoAnswer) => {
+                    format!("{operation}: no answer from the endpoint in time: {innermost}")
+                }
+                _ => format!("{operation} could not be sent: {innermost}"),
+            };
+            (kind, cause, message)
+        }
         Failure::Response => (
             SourceErrorKind::Retryable,
-            format!("{operation} response could not be read: {context}"),
+            None,
+            format!("{operation} response could not be read: {innermost}"),
         ),
         Failure::Construction => (
             SourceErrorKind::Fatal,
-            format!("{operation} request could not be built: {context}"),
+            None,
+            format!("{operation} request could not be built: {innermost}"),
         ),
         Failure::Other => (
             SourceErrorKind::Fatal,
-            format!("{operation} failed: {context}"),
+            None,
+            format!("{operation} failed: {innermost}"),
         ),
     };
-    SourceError::new(kind, message).with_source(err)
+    let error = SourceError::new(kind, message).with_source(err);
+    match cause {
+        Some(cause) => error.with_cause(cause),
+        None => error,
+    }
+}
+
+/// The client cannot make a call without a region: say so before the SDK fails with a message
+/// about signing, or an endpoint it could not resolve.
+fn require_region(
+    operation: &'static str,
+    region: Option<&streams::config::Region>,
+) -> Result<(), SourceError> {
+    match region {
+        Some(r) if !r.as_ref().is_empty() => Ok(()),
+        _ => Err(SourceError::new(
+            SourceErrorKind::Fatal,
+            format!("{operation} was not sent: no AWS region is configured"),
+        )
+        .with_cause(Cause::NoRegion)),
+    }
 }
 
 fn malformed(operation: &'static str, what: &str) -> SourceError {
@@ -199,6 +248,7 @@ impl StreamsApi for streams::Client {
         request: DescribeStreamRequest,
     ) -> BoxFuture<'_, Result<StreamDescription, SourceError>> {
         Box::pin(async move {
+            require_region(DESCRIBE_STREAM, self.config().region())?;
             let mut call =
                 streams::Client::describe_stream(self).stream_arn(request.stream_arn.clone());
             if let Some(limit) = request.limit {
@@ -234,6 +284,7 @@ impl StreamsApi for streams::Client {
     ) -> BoxFuture<'_, Result<String, SourceError>> {
         Box::pin(async move {
             use streams::types::ShardIteratorType;
+            require_region(GET_SHARD_ITERATOR, self.config().region())?;
             let call = streams::Client::get_shard_iterator(self)
                 .stream_arn(stream_arn)
                 .shard_id(shard_id);
@@ -265,6 +316,7 @@ impl StreamsApi for streams::Client {
         limit: Option<u32>,
     ) -> BoxFuture<'_, Result<RecordsPage, SourceError>> {
         Box::pin(async move {
+            require_region(GET_RECORDS, self.config().region())?;
             let mut call = streams::Client::get_records(self).shard_iterator(shard_iterator);
             if let Some(limit) = limit {
                 call = call.limit(limit_to_i32(limit));
@@ -631,6 +683,7 @@ pub(crate) async fn resolve_table_stream(
     client: &dynamodb::Client,
     table: &str,
 ) -> Result<TableStream, crate::Error> {
+    require_region(DESCRIBE_TABLE, client.config().region())?;
     let output = match client.describe_table().table_name(table).send().await {
         Ok(output) => output,
         Err(e) => {
@@ -1006,6 +1059,122 @@ mod tests {
         let construction = classify_direct(SdkError::construction_failure("missing field"));
         assert_eq!(construction.kind(), SourceErrorKind::Fatal);
         assert!(StdError::source(&construction).is_some());
+    }
+
+    // ----- classification: the caller's set-up -----
+
+    /// A credentials provider that finds nothing, as the default chain does on a machine
+    /// without credentials.
+    #[derive(Debug)]
+    struct NoCredentials;
+
+    impl aws_credential_types::provider::ProvideCredentials for NoCredentials {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+                aws_credential_types::provider::error::CredentialsError::not_loaded(
+                    "no credentials in this test",
+                ),
+            ))
+        }
+    }
+
+    /// DescribeStream's error on `client`.
+    async fn describe_error(client: &streams::Client) -> SourceError {
+        StreamsApi::describe_stream(
+            client,
+            DescribeStreamRequest {
+                stream_arn: ARN.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("the call cannot succeed")
+    }
+
+    fn set_up_client(
+        build: impl FnOnce(streams::config::Builder) -> streams::config::Builder,
+    ) -> streams::Client {
+        // No mock rules: they answer before credentials and endpoints are resolved, and these
+        // calls must fail there, before anything is sent.
+        let config = streams::Config::builder()
+            .behavior_version(streams::config::BehaviorVersion::latest())
+            .region(streams::config::Region::new("us-east-1"))
+            .credentials_provider(streams::config::Credentials::new(
+                "AKIDTEST", "secret", None, None, "test",
+            ))
+            .retry_config(streams::config::retry::RetryConfig::disabled())
+            .http_client(create_mock_http_client());
+        streams::Client::from_conf(build(config).build())
+    }
+
+    #[tokio::test]
+    async fn set_up_errors_are_fatal_with_their_cause() {
+        let no_credentials = set_up_client(|c| c.credentials_provider(NoCredentials));
+        let err = describe_error(&no_credentials).await;
+        assert_eq!(err.kind(), SourceErrorKind::Fatal, "{err}");
+        assert_eq!(err.cause(), Some(Cause::NoCredentials), "{err}");
+        assert!(err.message().contains("no AWS credentials"), "{err}");
+        assert!(StdError::source(&err).is_some(), "SDK error kept as source");
+
+        let no_scheme = set_up_client(|c| c.endpoint_url("localhost:8000"));
+        let err = describe_error(&no_scheme).await;
+        assert_eq!(err.kind(), SourceErrorKind::Fatal, "{err}");
+        assert_eq!(err.cause(), Some(Cause::InvalidEndpoint), "{err}");
+        assert!(err.message().contains("scheme"), "{err}");
+        assert!(
+            !err.message().contains("Request {"),
+            "one line, not the request: {err}"
+        );
+
+        let no_region = set_up_client(|c| c.region(None));
+        let err = describe_error(&no_region).await;
+        assert_eq!(err.kind(), SourceErrorKind::Fatal, "{err}");
+        assert_eq!(err.cause(), Some(Cause::NoRegion), "{err}");
+
+        // Service answers that say the credentials are wrong or not allowed.
+        for (code, cause) in [
+            ("AccessDeniedException", Cause::AccessDenied),
+            ("UnrecognizedClientException", Cause::InvalidCredentials),
+            ("ExpiredTokenException", Cause::InvalidCredentials),
+            ("InvalidSignatureException", Cause::InvalidCredentials),
+        ] {
+            let rule = mock!(streams::Client::get_records).then_error(move || {
+                GetRecordsError::generic(ErrorMetadata::builder().code(code).message("m").build())
+            });
+            let err = get_records_error(rule).await;
+            assert_eq!(err.kind(), SourceErrorKind::Fatal, "{code}: {err}");
+            assert_eq!(err.cause(), Some(cause), "{code}: {err}");
+        }
+        // Throttling and server errors say nothing about the set-up.
+        let rule = mock!(streams::Client::get_records).then_http_response(|| http(503, ""));
+        assert_eq!(get_records_error(rule).await.cause(), None);
+    }
+
+    #[test]
+    fn transport_failures_have_their_cause() {
+        let refused = classify_direct(SdkError::dispatch_failure(ConnectorError::io(Box::new(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        ))));
+        assert_eq!(refused.kind(), SourceErrorKind::Retryable, "{refused}");
+        assert_eq!(refused.cause(), Some(Cause::Unreachable), "{refused}");
+        assert!(refused.message().contains("could not connect"), "{refused}");
+
+        let timeout = classify_direct(SdkError::timeout_error("operation timed out"));
+        assert_eq!(timeout.cause(), Some(Cause::NoAnswer));
+        assert_eq!(timeout.kind(), SourceErrorKind::Retryable);
+
+        // Anywhere in a chain, also around errors this module did not classify.
+        let wrapped = crate::Error::Source(refused);
+        assert_eq!(wrapped.cause(), Some(Cause::Unreachable));
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(crate::error::cause_of(&io), Some(Cause::Unreachable));
+        let plain = std::io::Error::other("something else");
+        assert_eq!(crate::error::cause_of(&plain), None);
     }
 
     #[test]

@@ -70,7 +70,7 @@ async fn tail_prints_changes_and_checkpoints_on_sigterm() {
     assert_eq!(records[0]["keys"], json!({ "pk": "item-00001" }));
     assert_eq!(records[0]["oldImage"], Value::Null);
     assert_eq!(records[0]["newImage"]["v"], json!(1));
-    // 38-digit numbers stay exact strings; sets are arrays; binary is base64.
+    // 38-digit numbers stay exact strings; binary is base64 (sets: cli_tail_formats.rs).
     assert_eq!(
         records[1]["newImage"]["big"],
         json!("98765432109876543210987654321098760002")

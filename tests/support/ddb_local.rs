@@ -75,6 +75,16 @@ pub fn server() -> &'static DdbLocal {
     }
 }
 
+/// The installed DynamoDB Local's `env` file (`DDB_LOCAL_JAR=…`, `DDB_LOCAL_LIB=…`), installing
+/// it first when needed: for tests that run the server the way the README does. Panics, saying
+/// what to install, when it cannot be installed.
+pub fn installed_env_file() -> PathBuf {
+    if let Err(e) = install() {
+        panic!("DynamoDB Local is not available: {e}\n({HOW_TO_INSTALL})");
+    }
+    cache_dir().join("env")
+}
+
 fn repo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -14,7 +14,7 @@ use dynamodb_stream::checkpoint::{
     CheckpointStore, FileCheckpointStore, ShardCheckpoint, StreamCheckpoints, StreamKey,
 };
 use dynamodb_stream::error::{SourceError, SourceErrorKind};
-use dynamodb_stream::replicate::{TableSource, DEFAULT_APPLICATION};
+use dynamodb_stream::replicate::DEFAULT_APPLICATION;
 use dynamodb_stream::source::{
     IteratorPosition, Shard, StreamDescription, StreamStatus, StreamsApi, GET_RECORDS_LIMIT,
 };
@@ -23,8 +23,10 @@ use futures_util::stream::{self, StreamExt};
 use rusqlite::{params, OpenFlags, OptionalExtension};
 use serde_json::{json, Value};
 
+use crate::fail::{explain, stream_not_found, Ended, Failure, Setup};
 use crate::output::rfc3339;
-use crate::{describe, StatusArgs};
+use crate::start::{first_call, without_retries};
+use crate::{unless_stopped, StatusArgs, Stop};
 
 /// The application name `tail` keys its checkpoints with (the same as `tail::APPLICATION`).
 use crate::tail::APPLICATION as TAIL_APPLICATION;
@@ -38,23 +40,58 @@ const PROBES_IN_FLIGHT: usize = 8;
 const REPLICA_APPLICATION_ID: i32 = 0x6464_6273;
 const REPLICA_SCHEMA_VERSION: i32 = 2;
 
-pub(crate) async fn run(aws: &SdkConfig, args: StatusArgs) -> Result<(), String> {
+pub(crate) async fn run(
+    (aws, setup): &(SdkConfig, Setup),
+    args: StatusArgs,
+    mut stop: Stop,
+) -> Result<Ended, Failure> {
     // Local files first: a wrong path fails before any call to AWS.
     let store = Store::open(&args).await?;
     let streams = aws_sdk_dynamodbstreams::Client::new(aws);
     let (stream_arn, table_name) = match (&args.table, &args.stream_arn) {
         (Some(table), _) => {
-            let dynamodb = aws_sdk_dynamodb::Client::new(aws);
-            let info = dynamodb.table_info(table).await.map_err(describe)?;
-            (info.stream_arn, Some(info.table_name))
+            let dynamodb = aws_sdk_dynamodb::Client::new(&without_retries(aws));
+            match first_call("DescribeTable", setup, &mut stop, || {
+                crate::replicate::table_info(&dynamodb, &streams, table)
+            })
+            .await?
+            {
+                Ok(info) => (info.stream_arn, Some(info.table_name)),
+                Err(signal) => return Ok(Ended::Unfinished(signal)),
+            }
         }
         (None, Some(arn)) => {
-            check_stream_arn(arn)?;
+            dynamodb_stream::source::check_stream_arn(arn).map_err(|e| explain(e, setup))?;
             (arn.clone(), None)
         }
         (None, None) => return Err("pass --table or --stream-arn".into()),
     };
-    let description = describe_stream(&streams, &stream_arn).await?;
+    let first = aws_sdk_dynamodbstreams::Client::new(&without_retries(aws));
+    let description = match first_call("DescribeStream", setup, &mut stop, || {
+        describe_stream(&first, &stream_arn)
+    })
+    .await
+    {
+        Ok(Ok(description)) => description,
+        Ok(Err(signal)) => return Ok(Ended::Unfinished(signal)),
+        Err(failure) => return Err(stream_not_found(failure, &stream_arn)),
+    };
+    let probed = report(&streams, &args, store, stream_arn, table_name, &description);
+    match unless_stopped(&mut stop, probed).await {
+        Ok(result) => result,
+        Err(signal) => Ok(Ended::Unfinished(signal)),
+    }
+}
+
+/// Probe every shard against the stored positions, print the report, and judge it if asked.
+async fn report(
+    streams: &aws_sdk_dynamodbstreams::Client,
+    args: &StatusArgs,
+    store: Option<Store>,
+    stream_arn: String,
+    table_name: Option<String>,
+    description: &StreamDescription,
+) -> Result<Ended, Failure> {
     let table_name = table_name.or_else(|| description.table_name.clone());
     let stored = match &store {
         Some(store) => Some(store.load(&stream_arn).await?),
@@ -70,7 +107,7 @@ pub(crate) async fn run(aws: &SdkConfig, args: StatusArgs) -> Result<(), String>
                 .map(|&(i, _)| {
                     let shard = &description.shards[i];
                     let cp = stored_shards.and_then(|s| s.get(&shard.shard_id));
-                    probe(&streams, &stream_arn, shard, cp, now)
+                    probe(streams, &stream_arn, shard, cp, now)
                 })
                 .buffered(PROBES_IN_FLIGHT)
                 .collect()
@@ -84,7 +121,7 @@ pub(crate) async fn run(aws: &SdkConfig, args: StatusArgs) -> Result<(), String>
     let report = Report {
         stream_arn,
         table_name,
-        description: &description,
+        description,
         store: store.as_ref().zip(stored.as_ref()),
         rows: order
             .iter()
@@ -96,15 +133,40 @@ pub(crate) async fn run(aws: &SdkConfig, args: StatusArgs) -> Result<(), String>
             })
             .collect(),
     };
+    let check = args.check.then(|| report.problems(args.max_lag));
     let text = if args.json {
-        let mut s = serde_json::to_string_pretty(&report.json())
+        let mut json = report.json();
+        if let (Some(problems), Some(map)) = (&check, json.as_object_mut()) {
+            map.insert(
+                "check".into(),
+                json!({
+                    "ok": problems.is_empty(),
+                    "maxLagSeconds": args.max_lag.as_secs(),
+                    "problems": problems,
+                }),
+            );
+        }
+        let mut s = serde_json::to_string_pretty(&json)
             .map_err(|e| format!("cannot encode the status: {e}"))?;
         s.push('\n');
         s
     } else {
-        report.human()
+        let mut s = report.human();
+        match &check {
+            Some(problems) if problems.is_empty() => s.push_str(&format!(
+                "check: OK (no shard behind by more than {}, none at risk, nothing lost)\n",
+                short_age(args.max_lag)
+            )),
+            Some(problems) => s.push_str(&format!("check: FAILED: {}\n", problems.join("; "))),
+            None => {}
+        }
+        s
     };
-    print(&text)
+    print(&text)?;
+    Ok(match check {
+        Some(problems) if !problems.is_empty() => Ended::CheckFailed,
+        _ => Ended::Done,
+    })
 }
 
 fn print(text: &str) -> Result<(), String> {
@@ -395,22 +457,14 @@ fn load_replica(
 // The stream
 // ---------------------------------------------------------------------------------------------
 
-fn check_stream_arn(arn: &str) -> Result<(), String> {
-    dynamodb_stream::source::check_stream_arn(arn).map_err(|e| e.to_string())
-}
-
 /// Every shard of the stream, following DescribeStream pages (at most 10 calls a second).
-async fn describe_stream(api: &impl StreamsApi, arn: &str) -> Result<StreamDescription, String> {
-    let failed = |e: SourceError| {
-        if e.kind() == SourceErrorKind::NotFound {
-            format!("stream {arn} not found")
-        } else {
-            format!("stream API: {e}")
-        }
-    };
+async fn describe_stream(
+    api: &impl StreamsApi,
+    arn: &str,
+) -> dynamodb_stream::Result<StreamDescription> {
     dynamodb_stream::source::describe_all(api, arn, || tokio::time::sleep(DESCRIBE_INTERVAL))
         .await
-        .map_err(failed)
+        .map_err(dynamodb_stream::Error::from)
 }
 
 /// Shards in tree order — each parent followed by its children, oldest first — with their
@@ -682,6 +736,58 @@ impl<'a> Report<'a> {
                 gap: *cp != ShardCheckpoint::Ended,
             })
             .collect()
+    }
+
+    /// What `--check` fails on, one phrase per shard: behind by more than `max_lag`, at risk
+    /// of trimming, records lost, a position that could not be probed; and no stored positions
+    /// at all (nothing reads the stream).
+    fn problems(&self, max_lag: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some((store, stored)) = self.store {
+            if stored.checkpoints.is_none() {
+                out.push(format!(
+                    "{} holds no positions of application {:?} on this stream",
+                    store.path.display(),
+                    store.application
+                ));
+            }
+        }
+        for row in &self.rows {
+            let Some(p) = &row.probe else { continue };
+            let id = &row.shard.shard_id;
+            let age = p.oldest_unread_age.map(short_age);
+            match p.position {
+                Position::CaughtUp | Position::Ended => {}
+                Position::Behind => {
+                    if p.oldest_unread_age.is_some_and(|a| a > max_lag) {
+                        out.push(format!(
+                            "shard {id} is behind by {} (more than {})",
+                            age.unwrap_or_default(),
+                            short_age(max_lag)
+                        ));
+                    }
+                }
+                Position::GapRisk => out.push(format!(
+                    "shard {id} is at risk: its oldest unread record is {} old, and records \
+                     are trimmed at 24 h",
+                    age.unwrap_or_default()
+                )),
+                Position::Trimmed => out.push(format!("shard {id} lost records (trimmed)")),
+                Position::Unknown => out.push(format!(
+                    "shard {id}: position unknown ({})",
+                    p.detail.as_deref().unwrap_or("not probed")
+                )),
+            }
+        }
+        for v in self.vanished() {
+            if v.gap {
+                out.push(format!(
+                    "shard {} vanished before it was read to its end: records lost",
+                    v.shard_id
+                ));
+            }
+        }
+        out
     }
 
     fn notes(&self) -> Vec<String> {
@@ -1064,6 +1170,7 @@ mod tests {
 
     #[test]
     fn stream_arns_are_checked() {
+        use dynamodb_stream::source::check_stream_arn;
         assert!(check_stream_arn(
             "arn:aws:dynamodb:us-east-1:000000000000:table/t/stream/2024-01-01T00:00:00.000"
         )

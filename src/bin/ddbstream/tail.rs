@@ -7,19 +7,24 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use dynamodb_stream::checkpoint::FileCheckpointStore;
 use dynamodb_stream::events::GapAction;
+use dynamodb_stream::json::{write_record, RecordFormat, RecordSource};
 use dynamodb_stream::lease::DynamoDbLeaseStore;
+use dynamodb_stream::source::{DescribeStreamRequest, StreamsApi};
 use dynamodb_stream::status::HealthProblem;
 use dynamodb_stream::{Batch, Consumer, ConsumerEvent, HandlerError, StartPosition};
 use tokio::sync::{broadcast, Notify};
 
-use crate::output::{record_json, Log};
-use crate::{describe, unless_stopped, StartFrom, Stop, TailArgs};
+use crate::fail::{explain, stream_not_found, Ended, Failure, Setup};
+use crate::output::Log;
+use crate::start::{first_call, without_retries};
+use crate::{stopped, unless_stopped, StartFrom, Stop, TailArgs};
 
 /// The application name that keys `tail`'s checkpoints in a `--checkpoint` file.
 pub(crate) const APPLICATION: &str = "ddbstream-tail";
 
 /// Stdout for records; notices when the reader went away.
 struct Printer {
+    format: RecordFormat,
     /// Records printed.
     printed: AtomicU64,
     closed: AtomicBool,
@@ -33,14 +38,19 @@ impl Printer {
         if self.closed.load(Ordering::SeqCst) {
             return Err(HandlerError::msg("stdout is closed"));
         }
-        let shard_id = &batch.shard().shard_id;
-        let mut text = String::new();
+        let from = RecordSource {
+            shard_id: &batch.shard().shard_id,
+            stream_arn: &batch.shard().stream_arn,
+        };
+        // The whole batch in one buffer, written with one call: records go from the record
+        // straight into it (no JSON tree, no copies of images).
+        let mut text = Vec::with_capacity(batch.len() * 512);
         for record in batch.records() {
-            text.push_str(&record_json(shard_id, record).to_string());
-            text.push('\n');
+            write_record(&mut text, self.format, &from, record);
+            text.push(b'\n');
         }
         let mut out = std::io::stdout().lock();
-        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        match out.write_all(&text).and_then(|()| out.flush()) {
             Ok(()) => {
                 self.printed
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -55,21 +65,69 @@ impl Printer {
     }
 }
 
-pub(crate) async fn run(aws: &SdkConfig, args: TailArgs, mut stop: Stop) -> Result<(), String> {
+pub(crate) async fn run(
+    (aws, setup): &(SdkConfig, Setup),
+    args: TailArgs,
+    mut stop: Stop,
+) -> Result<Ended, Failure> {
+    // Local files first: an unwritable checkpoint path fails before any call to AWS, and long
+    // before the first record would be printed without its position ever being saved.
+    let store = match &args.checkpoint {
+        Some(path) => {
+            let store = FileCheckpointStore::new(path);
+            store.check_writable().await.map_err(|e| {
+                Failure::new(format!(
+                    "cannot keep positions in --checkpoint {}: {e}; choose a file in a \
+                     writable directory",
+                    path.display()
+                ))
+                .with_source(e)
+            })?;
+            Some(store)
+        }
+        None => None,
+    };
     let streams = aws_sdk_dynamodbstreams::Client::new(aws);
     let builder = match (&args.table, &args.stream_arn) {
         (Some(table), _) => {
-            let dynamodb = aws_sdk_dynamodb::Client::new(aws);
-            let found = Consumer::for_table(&dynamodb, streams, table);
-            let Some(found) = unless_stopped(&mut stop, found).await else {
-                return Ok(());
-            };
-            found.map_err(describe)?
+            let dynamodb = aws_sdk_dynamodb::Client::new(&without_retries(aws));
+            let found = first_call("DescribeTable", setup, &mut stop, || {
+                Consumer::for_table(&dynamodb, streams.clone(), table)
+            })
+            .await?;
+            match found {
+                Ok(builder) => builder,
+                Err(signal) => return Ok(stopped(signal, args.once)),
+            }
         }
-        (None, Some(arn)) => Consumer::builder(streams, arn.clone()),
+        (None, Some(arn)) => {
+            dynamodb_stream::source::check_stream_arn(arn).map_err(|e| explain(e, setup))?;
+            // The consumer retries a stream it cannot list for ever; one call first says at
+            // once whether the set-up works and the stream exists.
+            let probe = aws_sdk_dynamodbstreams::Client::new(&without_retries(aws));
+            let listed = first_call("DescribeStream", setup, &mut stop, || async {
+                StreamsApi::describe_stream(
+                    &probe,
+                    DescribeStreamRequest {
+                        stream_arn: arn.clone(),
+                        limit: Some(1),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(dynamodb_stream::Error::from)
+            })
+            .await
+            .map_err(|f| stream_not_found(f, arn))?;
+            if let Err(signal) = listed {
+                return Ok(stopped(signal, args.once));
+            }
+            Consumer::builder(streams, arn.clone())
+        }
         (None, None) => return Err("pass --table or --stream-arn".into()),
     };
     let printer = Arc::new(Printer {
+        format: args.format.record_format(),
         printed: AtomicU64::new(0),
         closed: AtomicBool::new(false),
         closed_notify: Notify::new(),
@@ -87,8 +145,8 @@ pub(crate) async fn run(aws: &SdkConfig, args: TailArgs, mut stop: Stop) -> Resu
             let printer = handler_printer.clone();
             async move { printer.print(&batch) }
         });
-    if let Some(path) = &args.checkpoint {
-        builder = builder.checkpoints(FileCheckpointStore::new(path));
+    if let Some(store) = store {
+        builder = builder.checkpoints(store);
     }
     if let Some(table) = &args.lease_table {
         let worker = args.worker_id.clone().unwrap_or_else(default_worker_id);
@@ -101,51 +159,55 @@ pub(crate) async fn run(aws: &SdkConfig, args: TailArgs, mut stop: Stop) -> Resu
         });
     }
     let events = builder.events();
-    let Some(spawned) = unless_stopped(&mut stop, builder.spawn()).await else {
-        return Ok(());
+    let mut consumer = match unless_stopped(&mut stop, builder.spawn()).await {
+        Ok(spawned) => spawned.map_err(|e| explain(e, setup))?,
+        Err(signal) => return Ok(stopped(signal, args.once)),
     };
-    let mut consumer = spawned.map_err(describe)?;
     let mut caught_up = std::pin::pin!(consumer.caught_up());
     let from = match args.from {
-        StartFrom::Latest => "latest",
-        StartFrom::TrimHorizon => "trim-horizon",
+        StartFrom::Latest => "latest: changes made from now on",
+        StartFrom::TrimHorizon => "trim-horizon: every change the stream holds",
     };
-    Log::get().line(&format!(
-        "ddbstream: tailing {} (first start: {from})",
+    Log::get().info(&format!(
+        "ddbstream: tailing {}; shards without a stored position start at {from}",
         consumer.stream_arn()
     ));
     // Subscribed before the start, shown after the line above: no event is missed.
     tokio::spawn(log_events(events));
     enum Next {
         Stopped(dynamodb_stream::Result<()>),
-        Stop,
+        Stop(Option<crate::fail::Signal>),
         CaughtUp(dynamodb_stream::Result<()>),
     }
     let next = tokio::select! {
         r = consumer.join() => Next::Stopped(r),
-        () = &mut stop => Next::Stop,
-        () = printer.closed_notify.notified() => Next::Stop,
+        signal = &mut stop => Next::Stop(Some(signal)),
+        () = printer.closed_notify.notified() => Next::Stop(None),
         r = &mut caught_up, if args.once => Next::CaughtUp(r),
     };
     match next {
-        Next::Stopped(r) => r.map_err(describe),
+        Next::Stopped(r) => r.map(|()| Ended::Done).map_err(|e| explain(e, setup)),
         Next::CaughtUp(caught_up) => {
             // The consumer's own error, when it stopped with one, says more.
-            consumer.shutdown().await.map_err(describe)?;
-            caught_up.map_err(describe)?;
-            Log::get().line(&format!(
+            consumer.shutdown().await.map_err(|e| explain(e, setup))?;
+            caught_up.map_err(|e| explain(e, setup))?;
+            Log::get().info(&format!(
                 "ddbstream: caught up; {} records printed",
                 printer.printed.load(Ordering::Relaxed)
             ));
-            Ok(())
+            Ok(Ended::Done)
         }
-        Next::Stop => {
+        Next::Stop(signal) => {
             let r = consumer.shutdown().await;
             // A closed stdout is how `ddbstream tail | head` ends: not a failure.
             if printer.closed.load(Ordering::SeqCst) {
-                return Ok(());
+                return Ok(Ended::Done);
             }
-            r.map_err(describe)
+            r.map_err(|e| explain(e, setup))?;
+            match signal {
+                Some(signal) => Ok(stopped(signal, args.once)),
+                None => Ok(Ended::Done),
+            }
         }
     }
 }
@@ -167,34 +229,80 @@ async fn log_events(mut events: broadcast::Receiver<ConsumerEvent>) {
         let event = match events.recv().await {
             Ok(e) => e,
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                log.line(&format!("ddbstream: ({n} consumer events not shown)"));
+                log.info(&format!("ddbstream: ({n} consumer events not shown)"));
                 continue;
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        if let Some(line) = event_line(&event) {
-            log.line(&line);
+        if let Some(line) = event_line(&event, false) {
+            line.show(log);
         }
     }
 }
 
+/// A consumer event as a line, at its level.
+pub(crate) enum EventLine {
+    /// What happens normally (a shard started or ended, a lease taken): not with `-q`.
+    Info(String),
+    /// A failure that is being retried: not with `-q`, repeats folded.
+    Warn(String, String),
+    /// Lost records, a stopped shard: always.
+    Error(String),
+}
+
+impl EventLine {
+    pub(crate) fn show(&self, log: &Log) {
+        match self {
+            EventLine::Info(text) => log.info(text),
+            EventLine::Warn(key, text) => log.warn(key, text),
+            EventLine::Error(text) => log.error(text),
+        }
+    }
+}
+
+/// Where a shard worker starts, in words, with the iterator type it opened.
+///
+/// `bookmarked`: a replicate first run, which bookmarked the stream by time and reads from the
+/// shard's oldest record on, skipping what was written before the bookmark.
+fn start_words(position: &str, bookmarked: bool) -> String {
+    match position {
+        "TRIM_HORIZON" if bookmarked => {
+            "from the bookmark (TRIM_HORIZON, skipping changes made before it)".to_owned()
+        }
+        "TRIM_HORIZON" => "from its oldest record (TRIM_HORIZON)".to_owned(),
+        "LATEST" => "from now on (LATEST)".to_owned(),
+        "AFTER_SEQUENCE_NUMBER" => "after its stored position (AFTER_SEQUENCE_NUMBER)".to_owned(),
+        "AT_SEQUENCE_NUMBER" => "from its first record (AT_SEQUENCE_NUMBER)".to_owned(),
+        other => format!("at {other}"),
+    }
+}
+
 /// A log line for a consumer event worth telling the operator about.
-pub(crate) fn event_line(event: &ConsumerEvent) -> Option<String> {
+pub(crate) fn event_line(event: &ConsumerEvent, bookmarked: bool) -> Option<EventLine> {
+    use EventLine::{Error, Info, Warn};
     Some(match event {
         ConsumerEvent::ShardStarted {
             shard_id, position, ..
-        } => format!("ddbstream: reading shard {shard_id} ({position})"),
-        ConsumerEvent::ShardEnded { shard_id } => format!("ddbstream: shard {shard_id} ended"),
+        } => Info(format!(
+            "ddbstream: reading shard {shard_id} {}",
+            start_words(position, bookmarked)
+        )),
+        ConsumerEvent::ShardEnded { shard_id } => {
+            Info(format!("ddbstream: shard {shard_id} ended"))
+        }
         ConsumerEvent::WorkerRestarted {
             shard_id,
             error,
             backoff,
             ..
-        } => format!("ddbstream: shard {shard_id} failed ({error}); retrying in {backoff:?}"),
-        ConsumerEvent::ShardQuarantined { shard_id, error } => {
-            format!("ddbstream: shard {shard_id} stopped after repeated failures: {error}")
-        }
-        ConsumerEvent::Gap(gap) => format!(
+        } => Warn(
+            format!("restart {shard_id} {error}"),
+            format!("ddbstream: shard {shard_id} failed ({error}); retrying in {backoff:?}"),
+        ),
+        ConsumerEvent::ShardQuarantined { shard_id, error } => Error(format!(
+            "ddbstream: shard {shard_id} stopped after repeated failures: {error}"
+        )),
+        ConsumerEvent::Gap(gap) => Error(format!(
             "ddbstream: records lost in shard {}: {:?}{}",
             gap.shard_id,
             gap.kind,
@@ -203,23 +311,29 @@ pub(crate) fn event_line(event: &ConsumerEvent) -> Option<String> {
             } else {
                 ""
             }
-        ),
-        ConsumerEvent::StreamDisabled => "ddbstream: the stream was disabled".to_owned(),
+        )),
+        ConsumerEvent::StreamDisabled => Info("ddbstream: the stream was disabled".to_owned()),
         ConsumerEvent::LeaseAcquired {
             shard_id,
             stolen_from,
-        } => match stolen_from {
+        } => Info(match stolen_from {
             Some(from) => format!("ddbstream: took the lease of {shard_id} from {from}"),
             None => format!("ddbstream: took the lease of {shard_id}"),
+        }),
+        ConsumerEvent::LeaseLost { shard_id } => Info(format!(
+            "ddbstream: lost the lease of {shard_id}; another worker reads it now"
+        )),
+        ConsumerEvent::Unhealthy(problem) => match problem {
+            HealthProblem::Quarantined { .. } => {
+                Error(format!("ddbstream: unhealthy: {}", problem_text(problem)))
+            }
+            _ => Warn(
+                format!("unhealthy {problem:?}"),
+                format!("ddbstream: unhealthy: {}", problem_text(problem)),
+            ),
         },
-        ConsumerEvent::LeaseLost { shard_id } => {
-            format!("ddbstream: lost the lease of {shard_id}; another worker reads it now")
-        }
-        ConsumerEvent::Unhealthy(problem) => {
-            format!("ddbstream: unhealthy: {}", problem_text(problem))
-        }
         ConsumerEvent::Recovered(problem) => {
-            format!("ddbstream: recovered: {}", problem_text(problem))
+            Info(format!("ddbstream: recovered: {}", problem_text(problem)))
         }
         _ => return None,
     })
