@@ -261,9 +261,34 @@ struct ReplicateArgs {
     #[arg(long)]
     table: String,
 
-    /// The SQLite file holding the copy (created if missing).
-    #[arg(long, value_name = "FILE")]
-    db: PathBuf,
+    /// The SQLite file holding the copy (created if missing); the same as `--to FILE`.
+    #[arg(long, value_name = "FILE", conflicts_with = "to")]
+    db: Option<PathBuf>,
+
+    /// Where the copy goes: a SQLite file (`orders.sqlite`, `sqlite:orders.sqlite`) or a
+    /// PostgreSQL database (`postgres://user:password@host:5432/db`): a schema of its own in it,
+    /// one table per replicated table, positions in the same transactions as the rows.
+    #[arg(long, value_name = "DEST", required_unless_present = "db")]
+    to: Option<String>,
+
+    /// PostgreSQL: the schema holding the copy and its bookkeeping.
+    #[arg(long, value_name = "NAME", default_value = "ddbstream")]
+    pg_schema: String,
+
+    /// Keep the first copy's Scan within this many read capacity units per second (as the
+    /// service reports them per page); throttling slows it further.
+    #[arg(long, value_name = "RCU", conflicts_with = "scan_rate_items",
+          value_parser = parse_rate)]
+    scan_rate: Option<f64>,
+
+    /// Keep the first copy's Scan within this many items per second.
+    #[arg(long, value_name = "ITEMS", value_parser = parse_rate)]
+    scan_rate_items: Option<f64>,
+
+    /// During the first copy, pause the Scan this often to apply the stream, so a scan longer
+    /// than the stream's 24 hours loses nothing (90s, 10m, 2h; at most 12h).
+    #[arg(long, value_name = "AGE", default_value = "1h", value_parser = parse_age)]
+    catch_up_every: std::time::Duration,
 
     /// Parallel Scan segments for the first copy.
     #[arg(long, default_value_t = dynamodb_stream::replicate::DEFAULT_SEGMENTS,
@@ -331,6 +356,14 @@ struct StatusArgs {
 }
 
 /// `90`, `90s`, `10m`, `2h` → a duration.
+/// A positive rate (read units or items per second).
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{text:?} is not a positive number per second")),
+    }
+}
+
 fn parse_age(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
     let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {

@@ -6,6 +6,8 @@
 
 #[path = "../support/ddb_local.rs"]
 mod ddb_local;
+#[path = "../support/postgres.rs"]
+mod postgres;
 
 mod common;
 
@@ -17,6 +19,7 @@ mod cli_private_files;
 mod cli_readme_local;
 mod cli_replicate_follow;
 mod cli_replicate_once;
+mod cli_replicate_postgres;
 mod cli_replicate_progress;
 mod cli_setup_errors;
 mod cli_smaller_points;

@@ -1,12 +1,14 @@
-//! `ddbstream replicate`: a table's copy in a SQLite file, kept up to date from its stream.
+//! `ddbstream replicate`: a table's copy in a SQLite file or a PostgreSQL database, kept up to
+//! date from its stream.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use dynamodb_stream::replicate::{
-    check_table, ReplicaPhase, ReplicaStatus, Replicator, ReplicatorEvent, SqliteReplica,
-    TableSource,
+    check_table, PostgresReplica, ReplicaPhase, ReplicaSink, ReplicaStatus, Replicator,
+    ReplicatorEvent, ScanRate, SqliteReplica, TableSource,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::{broadcast, watch};
@@ -26,8 +28,11 @@ pub(crate) async fn run(
     args: ReplicateArgs,
     mut stop: Stop,
 ) -> Result<Ended, Failure> {
+    let dest = Destination::of(&args)?;
     // Local first: a database that cannot be written fails before any call to AWS.
-    check_writable_database(&args.db)?;
+    if let Destination::Sqlite(path) = &dest {
+        check_writable_database(path)?;
+    }
     let dynamodb = aws_sdk_dynamodb::Client::new(aws);
     let streams = aws_sdk_dynamodbstreams::Client::new(aws);
     // Check the table before the database file is opened (or created): a wrong table name or
@@ -42,15 +47,34 @@ pub(crate) async fn run(
         Err(signal) => return Ok(stopped(signal, args.once)),
     };
     check_table(&info).map_err(|e| explain(e, setup))?;
-    let sink = SqliteReplica::open(&args.db)
-        .await
-        .map_err(|e| explain(e, setup))?;
+    let sink: Arc<dyn ReplicaSink> = match &dest {
+        Destination::Sqlite(path) => Arc::new(
+            SqliteReplica::open(path)
+                .await
+                .map_err(|e| explain(e, setup))?,
+        ),
+        Destination::Postgres(url) => Arc::new(
+            PostgresReplica::builder(url.clone())
+                .schema(args.pg_schema.clone())
+                .connections(args.segments.clamp(1, 16) as usize)
+                .connect()
+                .await
+                .map_err(|e| explain(e, setup))?,
+        ),
+    };
     let poll = args.poll.clone();
     let mut builder = Replicator::builder(dynamodb, streams, &args.table, sink)
         .segments(args.segments)
+        .catch_up_every(args.catch_up_every)
         .configure(move |c| poll.apply(c));
     if let Some(limit) = args.scan_page_limit {
         builder = builder.scan_page_limit(limit);
+    }
+    if let Some(units) = args.scan_rate {
+        builder = builder.scan_rate(ScanRate::ReadUnits(units));
+    }
+    if let Some(items) = args.scan_rate_items {
+        builder = builder.scan_rate(ScanRate::Items(items));
     }
     let events = builder.events();
     let mut replicator = match unless_stopped(&mut stop, builder.spawn()).await {
@@ -59,9 +83,7 @@ pub(crate) async fn run(
     };
     Log::get().info(&format!(
         "ddbstream: replicating table {} ({}) into {}",
-        info.table_name,
-        info.stream_arn,
-        args.db.display()
+        info.table_name, info.stream_arn, dest
     ));
     // Subscribed before the start, shown after the line above: no event is missed.
     tokio::spawn(log_events(events, args.once));
@@ -102,6 +124,52 @@ pub(crate) async fn run(
                 Next::Stop(signal) => stopped(signal, args.once),
                 Next::Done(_) => Ended::Done,
             })
+        }
+    }
+}
+
+/// Where the copy goes.
+enum Destination {
+    Sqlite(PathBuf),
+    /// The URL as given (it may hold a password: shown only without it).
+    Postgres(String),
+}
+
+impl Destination {
+    fn of(args: &ReplicateArgs) -> Result<Self, Failure> {
+        if let Some(path) = &args.db {
+            return Ok(Self::Sqlite(path.clone()));
+        }
+        let to = args.to.as_deref().unwrap_or_default();
+        if to.starts_with("postgres://") || to.starts_with("postgresql://") {
+            return Ok(Self::Postgres(to.to_owned()));
+        }
+        let path = to.strip_prefix("sqlite:").unwrap_or(to);
+        if path.is_empty() || path.contains("://") {
+            return Err(Failure::new(format!(
+                "--to {to:?} is neither a SQLite file nor a postgres:// URL"
+            )));
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "{}", path.display()),
+            Self::Postgres(url) => {
+                // postgres://user:password@host/db → postgres://user@host/db
+                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+                let shown = match rest.split_once('@') {
+                    Some((userinfo, host)) => {
+                        let user = userinfo.split(':').next().unwrap_or_default();
+                        format!("{user}@{host}")
+                    }
+                    None => rest.to_owned(),
+                };
+                write!(f, "{scheme}://{shown}")
+            }
         }
     }
 }
