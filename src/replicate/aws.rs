@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb as dynamodb;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use dynamodb::error::SdkError;
 use dynamodb::types::AttributeValue as Sdk;
@@ -107,43 +106,34 @@ impl TableSource for dynamodb::Client {
     }
 }
 
-/// Classify a failed DynamoDB call: a missing table is the caller's problem; throttling and
-/// transient failures are retryable [`SourceError`]s; the rest is fatal.
+/// Classify a failed DynamoDB call the way every stream call is (`source::aws`: set-up problems
+/// such as missing or rejected credentials are fatal, with their cause; throttling and transient
+/// failures retryable), naming the table; a missing table is the caller's problem.
 fn sdk_error<E>(
-    operation: &str,
+    operation: &'static str,
     table: &str,
     err: SdkError<E, dynamodb::config::http::HttpResponse>,
 ) -> Error
 where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    E: ProvideErrorMetadata
+        + crate::aws_error::ModeledCode
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
 {
-    let kind = match &err {
-        SdkError::ServiceError(service) => {
-            let status = service.raw().status();
-            match service.err().code() {
-                Some("ResourceNotFoundException") => {
-                    return Error::InvalidArgument(format!("table {table:?} not found"));
-                }
-                Some(
-                    "ProvisionedThroughputExceededException"
-                    | "ThrottlingException"
-                    | "RequestLimitExceeded"
-                    | "LimitExceededException",
-                ) => SourceErrorKind::Throttled,
-                Some("InternalServerError" | "ServiceUnavailable" | "InternalFailure") => {
-                    SourceErrorKind::Retryable
-                }
-                _ if status.is_server_error() => SourceErrorKind::Retryable,
-                _ if status.as_u16() == 429 => SourceErrorKind::Throttled,
-                _ => SourceErrorKind::Fatal,
-            }
-        }
-        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => SourceErrorKind::Retryable,
-        SdkError::DispatchFailure(d) if !d.is_user() => SourceErrorKind::Retryable,
-        _ => SourceErrorKind::Fatal,
-    };
-    let message = format!("{operation} {table}: {}", DisplayErrorContext(&err));
-    Error::Source(SourceError::new(kind, message).with_source(err))
+    let classified = crate::source::aws::classify_sdk_error(operation, err);
+    if classified.kind() == SourceErrorKind::NotFound {
+        return Error::InvalidArgument(format!("table {table:?} not found"));
+    }
+    let mut named = SourceError::new(
+        classified.kind(),
+        format!("table {table:?}: {}", classified.message()),
+    );
+    if let Some(cause) = classified.cause() {
+        named = named.with_cause(cause);
+    }
+    Error::Source(named.with_source(classified))
 }
 
 fn item_from_sdk(map: HashMap<String, Sdk>) -> Result<Item> {

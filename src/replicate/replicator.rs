@@ -1002,7 +1002,11 @@ impl Pacer {
     /// How long to wait before the next page may start; `None`: now.
     pub(crate) fn wait(&mut self, now: tokio::time::Instant) -> Option<Duration> {
         self.refill(now);
-        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate()))
+        // At least a millisecond: a debt of a few femto-units rounds to a zero wait, and a zero
+        // wait lets no time pass to pay it (a spin; on a paused clock, for ever).
+        (self.tokens < 0.0).then(|| {
+            Duration::from_secs_f64(-self.tokens / self.rate()).max(Duration::from_millis(1))
+        })
     }
 
     /// A page cost `units`; after a calm spell the pace climbs back by a tenth.
@@ -1137,6 +1141,14 @@ fn to_change(record: StreamRecord) -> std::result::Result<SequencedChange, Handl
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tiny_debt_still_waits_a_millisecond() {
+        let t0 = tokio::time::Instant::now();
+        let mut p = Pacer::new(5.0, t0);
+        p.charge(5.0 + 1e-13, t0);
+        assert!(p.wait(t0).is_some_and(|w| w >= Duration::from_millis(1)));
+    }
 
     fn at(start: tokio::time::Instant, ms: u64) -> tokio::time::Instant {
         start + Duration::from_millis(ms)

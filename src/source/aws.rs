@@ -94,6 +94,10 @@ modeled_codes! {
     dynamodb::operation::describe_table::DescribeTableError {
         InternalServerError, InvalidEndpointException, ResourceNotFoundException,
     }
+    dynamodb::operation::scan::ScanError {
+        InternalServerError, InvalidEndpointException, ProvisionedThroughputExceededException,
+        RequestLimitExceeded, ResourceNotFoundException,
+    }
 }
 
 /// The kind an AWS error code stands for, if it is one this crate knows.
@@ -129,7 +133,10 @@ fn kind_for_code(code: &str) -> Option<SourceErrorKind> {
 ///
 /// The message is one line: the operation and what failed (the service's code and message, or
 /// the innermost transport error); the SDK's full chain stays reachable through `source()`.
-fn classify_sdk_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> SourceError
+pub(crate) fn classify_sdk_error<E>(
+    operation: &'static str,
+    err: SdkError<E, HttpResponse>,
+) -> SourceError
 where
     E: ProvideErrorMetadata + ModeledCode + StdError + Send + Sync + 'static,
 {

@@ -59,7 +59,15 @@ impl CoordinatorState {
                     .discover_retry
                     .next_wait()
                     .unwrap_or(self.shared.config.max_retry_backoff);
-                tracing::warn!(error = %e, retry_in = ?wait, "DescribeStream failed; retrying");
+                // Said once, then every tenth time with the count: an outage of minutes is a
+                // few lines, not one per retry.
+                let failures = self.discover_retry.failures();
+                self.shared.metrics.source_error("DescribeStream", e.kind());
+                if failures == 1 || failures % 10 == 0 {
+                    tracing::warn!(error = %e, failures, retry_in = ?wait, "DescribeStream failed; retrying");
+                } else {
+                    tracing::debug!(error = %e, failures, retry_in = ?wait, "DescribeStream failed; retrying");
+                }
                 self.schedule_discover(myself, wait);
                 return Ok(());
             }
