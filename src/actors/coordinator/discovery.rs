@@ -63,7 +63,7 @@ impl CoordinatorState {
                 // few lines, not one per retry.
                 let failures = self.discover_retry.failures();
                 self.shared.metrics.source_error("DescribeStream", e.kind());
-                if failures == 1 || failures % 10 == 0 {
+                if failures == 1 || failures.is_multiple_of(10) {
                     tracing::warn!(error = %e, failures, retry_in = ?wait, "DescribeStream failed; retrying");
                 } else {
                     tracing::debug!(error = %e, failures, retry_in = ?wait, "DescribeStream failed; retrying");
