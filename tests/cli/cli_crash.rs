@@ -2,8 +2,9 @@
 //! replicate` is killed with SIGKILL at random moments — during the scan and while streaming —
 //! and restarted, at least ten times; meanwhile the open shard is rolled over every 1–2 s with
 //! DynamoDB Local's end-of-shard race widened (issue 14). After the writer stops, one
-//! `replicate --once` run; the SQLite replica then equals a full Scan, item for item: every
-//! acknowledged write is applied.
+//! `replicate --once` run; the replica then equals a full Scan, item for item: every
+//! acknowledged write is applied. Once into a SQLite file, once into PostgreSQL (a real server,
+//! tests/support/postgres.rs).
 //!
 //! `DDBSTREAM_CRASH_SEED=<n>` replays a run (the seed is printed).
 
@@ -14,8 +15,10 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::StreamViewType;
 
+use dynamodb_stream::replicate::{PostgresReplica, ReplicaSink, TableSource};
+
 use crate::common::{
-    assert_same_items, ddbstream, delete, item, keys, put, put_many, read_replica, run_cli,
+    assert_same_items, by_key, ddbstream, delete, item, keys, put, put_many, read_replica, run_cli,
     scan_table, stderr, Running,
 };
 use crate::ddb_local::{clients, create_table, end_race, rollover};
@@ -24,6 +27,17 @@ const KILLS: usize = 12;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_nothing() {
+    crash_test("cli_crash", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_nothing_in_postgres() {
+    let url = crate::postgres::database("cli_crash_pg").await;
+    crash_test("cli_crash_pg", Some(url)).await;
+}
+
+/// The crash test into a SQLite file, or into the PostgreSQL database at `postgres`.
+async fn crash_test(name: &str, postgres: Option<String>) {
     let seed = std::env::var("DDBSTREAM_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -31,13 +45,16 @@ async fn sigkill_at_random_moments_loses_nothing() {
     println!("DDBSTREAM_CRASH_SEED={seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
 
-    let c = clients("cli_crash");
+    let c = clients(name);
     create_table(&c, "orders", StreamViewType::NewAndOldImages).await;
     let initial: Vec<_> = (0..2_000).map(|id| item(id, 1)).collect();
     put_many(&c, "orders", &initial).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("orders.sqlite");
-    let db_arg = db.to_str().expect("utf-8 path").to_owned();
+    let db_arg = match &postgres {
+        Some(url) => url.clone(),
+        None => db.to_str().expect("utf-8 path").to_owned(),
+    };
     end_race(&c, Duration::from_millis(200)).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -79,7 +96,7 @@ async fn sigkill_at_random_moments_loses_nothing() {
         "replicate",
         "--table",
         "orders",
-        "--db",
+        "--to",
         &db_arg,
         "--segments",
         "4",
@@ -137,7 +154,7 @@ async fn sigkill_at_random_moments_loses_nothing() {
 
     let out = run_cli(
         &c,
-        &["replicate", "--table", "orders", "--db", &db_arg, "--once"],
+        &["replicate", "--table", "orders", "--to", &db_arg, "--once"],
     )
     .await;
     let log = stderr(&out);
@@ -146,11 +163,16 @@ async fn sigkill_at_random_moments_loses_nothing() {
         !log.contains("first run"),
         "the bookmark was taken again:\n{log}"
     );
-    assert_same_items(
-        &read_replica(&db),
-        &scan_table(&c, "orders").await,
-        "replica vs Scan",
-    );
+    let copy = match &postgres {
+        Some(url) => {
+            let sink = PostgresReplica::connect(url).await.expect("connect");
+            let info = c.dynamodb.table_info("orders").await.expect("table info");
+            sink.bind(&info).await.expect("bind");
+            by_key(sink.items().await.expect("items"))
+        }
+        None => read_replica(&db),
+    };
+    assert_same_items(&copy, &scan_table(&c, "orders").await, "replica vs Scan");
 }
 
 /// Wait until the log at `path` mentions `word` (the scan started or resumed).
