@@ -23,6 +23,13 @@
 
 mod support;
 
+/// The allocator `ddbstream` uses (src/bin/ddbstream.rs), for every contender in this process
+/// alike: the consumer's records are built on one thread and dropped on another, where the
+/// system allocator is slow (docs/benchmarks.md; docs/operations.md advises services the same).
+#[cfg(feature = "cli")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -26,6 +26,11 @@
 
 mod support;
 
+/// The allocator `ddbstream` uses (src/bin/ddbstream.rs); docs/benchmarks.md.
+#[cfg(feature = "cli")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
