@@ -2,7 +2,7 @@
 //! DynamoDB Local. `/metrics` is parsed as Prometheus text and its records counter equals the
 //! records printed; `/readyz` turns 503 naming the stalled shard while a dedicated DynamoDB
 //! Local is paused with SIGSTOP, and 200 again after SIGCONT; a bad address or a port in use is
-//! one sentence and exit code 1.
+//! one sentence and exit code 1. `replicate --http` is ready once its replica is live.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -205,6 +205,56 @@ async fn tail_serves_health_readiness_and_prometheus_metrics() {
         get(&addr, "/healthz").await.is_err(),
         "still served after exit"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicate_is_ready_once_the_replica_is_live() {
+    let c = clients("cli_http_replicate");
+    create_table(&c, "orders", StreamViewType::NewImage).await;
+    let initial: Vec<_> = (0..20).map(|id| item(id, 1)).collect();
+    crate::common::put_many(&c, "orders", &initial).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("orders.sqlite");
+    let mut cmd = ddbstream(&c);
+    cmd.args([
+        "replicate",
+        "--table",
+        "orders",
+        "--http",
+        "127.0.0.1:0",
+        "--db",
+    ])
+    .arg(&db)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut running = Running::spawn(cmd);
+    let err = Lines::new(running.child.stderr.take().expect("stderr"));
+    let prefix = "ddbstream: serving /healthz /readyz /metrics on http://";
+    let addr = loop {
+        if let Some(addr) = err.next(WAIT).await.strip_prefix(prefix) {
+            break addr.trim().to_owned();
+        }
+    };
+    // Until the replica is live the reason names the phase; then it is ready.
+    let (status, json) = readyz(&addr).await;
+    if status == 503 {
+        let phase = json["reasons"][0]["phase"].as_str().unwrap_or_default();
+        assert!(
+            ["starting", "scanning", "catching_up"].contains(&phase),
+            "{json}"
+        );
+    }
+    wait_ready(&addr, "/readyz 200 once the replica is live").await;
+    assert_eq!(must_get(&addr, "/healthz").await.status, 200);
+
+    put(&c, "orders", &item(99, 1)).await;
+    wait_until("the stream's change counted in /metrics", WAIT, || async {
+        let text = must_get(&addr, "/metrics").await.body;
+        counter_total(&samples(&text, "ddbstream_records_total")) >= 1.0
+    })
+    .await;
+    running.terminate();
+    assert!(running.wait(WAIT).await.success());
 }
 
 /// Resumes a stopped process when the test ends, however it ends.
