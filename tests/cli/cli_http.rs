@@ -85,16 +85,21 @@ async fn start_tail(c: &TestClients, extra: &[&str]) -> (Running, Lines, Lines, 
     let mut running = Running::spawn(cmd);
     let out = Lines::new(running.child.stdout.take().expect("stdout"));
     let err = Lines::new(running.child.stderr.take().expect("stderr"));
+    let addr = served_addr(&err).await;
+    (running, out, err, addr)
+}
+
+/// The address from the line that says where the endpoints are served.
+async fn served_addr(err: &Lines) -> String {
     let prefix = "ddbstream: serving /healthz /readyz /metrics on http://";
     let addr = loop {
-        let line = err.next(WAIT).await;
-        if let Some(addr) = line.strip_prefix(prefix) {
+        if let Some(addr) = err.next(WAIT).await.strip_prefix(prefix) {
             break addr.trim().to_owned();
         }
     };
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     assert_ne!(addr, "127.0.0.1:0", "the bound port is printed");
-    (running, out, err, addr)
+    addr
 }
 
 async fn wait_ready(addr: &str, what: &str) {
@@ -229,12 +234,7 @@ async fn replicate_is_ready_once_the_replica_is_live() {
     .stderr(Stdio::piped());
     let mut running = Running::spawn(cmd);
     let err = Lines::new(running.child.stderr.take().expect("stderr"));
-    let prefix = "ddbstream: serving /healthz /readyz /metrics on http://";
-    let addr = loop {
-        if let Some(addr) = err.next(WAIT).await.strip_prefix(prefix) {
-            break addr.trim().to_owned();
-        }
-    };
+    let addr = served_addr(&err).await;
     // Until the replica is live the reason names the phase; then it is ready.
     let (status, json) = readyz(&addr).await;
     if status == 503 {
