@@ -15,7 +15,8 @@
 //! the test binary does: it watches its standard input, which this process holds open.
 //!
 //! DynamoDB Local keeps a separate database per access key and region, so every test takes its
-//! own [`clients`] (a unique access key) and sees only its own tables.
+//! own [`clients`] (a unique access key) and sees only its own tables. A test that must fault the
+//! server itself (SIGSTOP) starts a [`dedicated`] one and takes [`clients_of`] it.
 
 #![allow(dead_code)]
 
