@@ -7,8 +7,10 @@
 //!   when the consumer stopped — by an error, a shutdown or a crash — never because the stream
 //!   is slow or unreachable (restarting the process would not help then). A liveness probe.
 //! - **ready** ([`Probe::readiness`]): every shard this consumer owns is being read, none is
-//!   quarantined, stalled, stopped by a gap or blocked in its handler, no ended shard misses its
-//!   children, and no shard lags more than [`ReadinessCriteria::max_lag`]. When not, the
+//!   quarantined, stalled, restarting after a failure, stopped by a gap or blocked in its
+//!   handler, no ended shard misses its children, and no shard lags more than
+//!   [`ReadinessCriteria::max_lag`]. A consumer that owns no shard (leases: more workers than
+//!   shards) is ready: it stands by. When not, the
 //!   [`Readiness`] says why, shard by shard, and serializes to JSON for the probe's body.
 //!
 //! Stalled shards and stuck handlers are judged when asked, from the status board, with the
