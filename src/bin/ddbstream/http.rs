@@ -234,3 +234,38 @@ async fn metrics(State(s): State<Served>) -> Response {
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_thresholds_and_stall_ages_parse() {
+        assert_eq!(
+            parse_max_lag("10m").map(|m| m.0),
+            Ok(Some(Duration::from_secs(600)))
+        );
+        assert_eq!(parse_max_lag("off").map(|m| m.0), Ok(None));
+        assert!(parse_max_lag("soon").is_err());
+        assert_eq!(parse_stall("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_stall("0").is_err());
+    }
+
+    #[test]
+    fn the_watchdog_looks_four_times_per_stall_threshold_at_most_every_10_s() {
+        let probes = |stall_after| HttpArgs {
+            http: None,
+            ready_max_lag: MaxLag(None),
+            stall_after,
+        };
+        let mut c = dynamodb_stream::ConsumerConfig::default();
+        probes(Duration::from_secs(2)).apply(&mut c);
+        assert_eq!(
+            (c.stall_timeout, c.watchdog_interval),
+            (Duration::from_secs(2), Duration::from_millis(500))
+        );
+        let mut c = dynamodb_stream::ConsumerConfig::default();
+        probes(Duration::from_secs(600)).apply(&mut c);
+        assert_eq!(c.watchdog_interval, Duration::from_secs(10));
+    }
+}
