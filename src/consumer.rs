@@ -13,6 +13,7 @@ use crate::events::ConsumerEvent;
 use crate::handler::{handler_fn, DynHandler, Handler, HandlerFactory, ShardInfo};
 use crate::lease::LeaseStore;
 use crate::position::StartPosition;
+use crate::readiness::{ConsumerProbe, Probe, Readiness, ReadinessCriteria};
 use crate::record::StreamRecord;
 use crate::source::StreamsApi;
 use crate::status::{ConsumerStatus, Health, StatusBoard};
@@ -58,6 +59,7 @@ pub struct Consumer {
     board: Arc<StatusBoard>,
     api: Arc<dyn StreamsApi>,
     leases: bool,
+    probe: ConsumerProbe,
 }
 
 /// What a consumer handled: the result of [`ConsumerBuilder::run_once`], or
@@ -159,6 +161,27 @@ impl Consumer {
     /// quarantined or stuck in its handler, and no ended shard misses its children.
     pub fn health(&self) -> Health {
         self.board.health()
+    }
+
+    /// Whether the consumer is doing its job now (for a readiness probe): every shard it owns
+    /// is being read, none is quarantined, stalled, restarting, stopped by a gap or blocked in
+    /// its handler, no ended shard misses its children, and none lags more than
+    /// `criteria.max_lag`; otherwise why not, shard by shard. See [`Probe`] for a handle that outlives this borrow (to mount in an HTTP server).
+    pub fn readiness(&self, criteria: &ReadinessCriteria) -> Readiness {
+        self.probe.readiness(criteria)
+    }
+
+    /// Whether the consumer still runs (for a liveness probe): false once it stopped, by an
+    /// error, a shutdown or a crash. Slowness or an unreachable stream never make it false.
+    pub fn is_alive(&self) -> bool {
+        self.probe.is_alive()
+    }
+
+    /// A cloneable handle answering [`readiness`](Self::readiness) and
+    /// [`is_alive`](Self::is_alive) from any task while this consumer runs (or is awaited in
+    /// [`join`](Self::join)); see the [`Probe`] docs for serving it over HTTP.
+    pub fn probe(&self) -> Probe {
+        Probe::of_consumer(self.probe.clone())
     }
 
     /// A future that resolves once the consumer has caught up with the stream as it is now:
@@ -547,6 +570,8 @@ impl ConsumerBuilder {
         let metrics = Metrics::new(&meter, board.clone());
         let api = self.api.clone();
         let leases = self.leases.is_some();
+        let (stall_timeout, handler_stuck_after) =
+            (self.config.stall_timeout, self.config.handler_stuck_after);
         let shared = Arc::new(Shared {
             board: board.clone(),
             metrics,
@@ -562,7 +587,15 @@ impl ConsumerBuilder {
         });
         let outcome: Outcome = Arc::new(Mutex::new(None));
         let actors = Tree::start(shared, store, key, stored, outcome.clone()).await?;
+        let probe = ConsumerProbe {
+            board: board.clone(),
+            api: api.clone(),
+            liveness: actors.liveness(),
+            stall_timeout,
+            handler_stuck_after,
+        };
         Ok(Consumer {
+            probe,
             actors,
             events,
             outcome,

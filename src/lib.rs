@@ -67,6 +67,7 @@ mod handler;
 pub mod json;
 pub mod lease;
 mod position;
+pub mod readiness;
 pub mod record;
 #[cfg(all(feature = "aws", feature = "sqlite"))]
 pub mod replicate;
@@ -82,6 +83,7 @@ pub use error::{DecodeError, Error, HandlerError, Result, RuntimeError};
 pub use events::ConsumerEvent;
 pub use handler::{handler_fn, Batch, Handler, HandlerFn, ShardInfo};
 pub use position::StartPosition;
+pub use readiness::{NotReady, Probe, Readiness, ReadinessCriteria};
 pub use record::{InvalidSequenceNumber, RecordKind, SequenceNumber, StreamRecord};
 #[cfg(feature = "aws")]
 pub use source::aws::recommended_timeouts;

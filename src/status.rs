@@ -165,6 +165,40 @@ impl Entry {
         }
     }
 
+    /// What is wrong with a shard that is being read (`Reading` or `CaughtUp`), as of `now`: a
+    /// handler call running longer than `stuck_after`, or no successful GetRecords for longer
+    /// than `stall_after` while the shard should be polling. Shared by the watchdog and
+    /// readiness (which asks between watchdog rounds, and while the coordinator is busy).
+    pub(crate) fn reading_problems(
+        &self,
+        shard_id: &str,
+        now: Instant,
+        stall_after: Duration,
+        stuck_after: Duration,
+    ) -> Vec<HealthProblem> {
+        let mut problems = Vec::new();
+        if !matches!(self.state, ShardState::Reading | ShardState::CaughtUp) {
+            return problems;
+        }
+        let oldest_call = self.calls.values().min().copied();
+        if let Some(t) = oldest_call.filter(|t| now.duration_since(*t) > stuck_after) {
+            problems.push(HealthProblem::HandlerStuck {
+                shard_id: shard_id.to_owned(),
+                for_: now.duration_since(t),
+            });
+        }
+        // A shard whose handler holds every batch is not expected to poll.
+        let should_poll = oldest_call.is_none() && self.unacked_pages.is_empty();
+        let last_ok = self.last_poll_ok.or(self.running_since);
+        if let Some(t) = last_ok.filter(|t| should_poll && now.duration_since(*t) > stall_after) {
+            problems.push(HealthProblem::ShardStalled {
+                shard_id: shard_id.to_owned(),
+                for_: now.duration_since(t),
+            });
+        }
+        problems
+    }
+
     /// The lag as defined on [`ShardStatus::lag`].
     pub(crate) fn lag(&self, now: SystemTime) -> Option<Duration> {
         let age = |t: SystemTime| now.duration_since(t).unwrap_or(Duration::ZERO);

@@ -70,6 +70,13 @@ pub mod names {
     pub const HEALTHY: &str = "ddbstream.healthy";
 }
 
+/// Bucket bounds of the duration histograms, in seconds: from a fast local call (1 ms) to the
+/// SDK's 30 s operation timeout. (The SDK's default bounds, 0 to 10,000, suit milliseconds: in
+/// seconds every call would fall in the first bucket.)
+const SECONDS_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 /// The instruments one consumer records into.
 #[derive(Clone)]
 pub(crate) struct Metrics {
@@ -179,10 +186,12 @@ impl Metrics {
             handler_duration: meter
                 .f64_histogram(names::HANDLER_DURATION)
                 .with_unit("s")
+                .with_boundaries(SECONDS_BUCKETS.to_vec())
                 .build(),
             get_records_duration: meter
                 .f64_histogram(names::GET_RECORDS_DURATION)
                 .with_unit("s")
+                .with_boundaries(SECONDS_BUCKETS.to_vec())
                 .build(),
             source_errors: meter.u64_counter(names::SOURCE_ERRORS).build(),
             throttles: meter.u64_counter(names::THROTTLES).build(),
@@ -199,6 +208,7 @@ impl Metrics {
             checkpoint_duration: meter
                 .f64_histogram(names::CHECKPOINT_DURATION)
                 .with_unit("s")
+                .with_boundaries(SECONDS_BUCKETS.to_vec())
                 .build(),
         }
     }

@@ -98,6 +98,30 @@ impl Tree {
     pub(crate) fn kill(&self) {
         self.coordinator.kill();
     }
+
+    /// A handle that tells whether the coordinator still runs, for liveness probes that must
+    /// not hold the tree (the consumer's owner may be waiting in `join` meanwhile).
+    pub(crate) fn liveness(&self) -> Liveness {
+        Liveness(self.coordinator.get_cell())
+    }
+}
+
+/// Whether a consumer's coordinator still runs; see [`Tree::liveness`].
+#[derive(Clone)]
+pub(crate) struct Liveness(ractor::ActorCell);
+
+impl std::fmt::Debug for Liveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Liveness").field(&self.is_alive()).finish()
+    }
+}
+
+impl Liveness {
+    /// True while the coordinator is starting or running: it supervises every other actor, and
+    /// stops (or is killed) when the consumer does.
+    pub(crate) fn is_alive(&self) -> bool {
+        ractor::ACTIVE_STATES.contains(&self.0.get_status())
+    }
 }
 
 /// What every actor of one consumer shares, read-only.

@@ -11,6 +11,8 @@
 // A binary's crate root looks for modules beside it: these live in `ddbstream/`.
 #[path = "ddbstream/fail.rs"]
 mod fail;
+#[path = "ddbstream/http.rs"]
+mod http;
 #[path = "ddbstream/output.rs"]
 mod output;
 #[path = "ddbstream/replicate.rs"]
@@ -253,6 +255,9 @@ struct TailArgs {
 
     #[command(flatten)]
     poll: PollArgs,
+
+    #[command(flatten)]
+    http: http::HttpArgs,
 }
 
 #[derive(Debug, Args)]
@@ -311,6 +316,9 @@ struct ReplicateArgs {
 
     #[command(flatten)]
     poll: PollArgs,
+
+    #[command(flatten)]
+    http: http::HttpArgs,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ use crate::error::{CheckpointError, Error, HandlerError, Result, RuntimeError, S
 use crate::events::ConsumerEvent;
 use crate::handler::{Batch, Handler};
 use crate::position::{initial_checkpoints, StartPosition};
+use crate::readiness::{NotReady, Probe, Readiness};
 use crate::record::{system_time_to_millis, RecordKind, StreamRecord, StreamViewType};
 use crate::source::{describe_all, BoxFuture, StreamsApi};
 use crate::Consumer;
@@ -214,6 +215,7 @@ pub struct ReplicatorBuilder {
     catch_up_every: Duration,
     config: ConsumerConfig,
     events: broadcast::Sender<ReplicatorEvent>,
+    meter: Option<opentelemetry::metrics::Meter>,
 }
 
 impl std::fmt::Debug for ReplicatorBuilder {
@@ -292,6 +294,13 @@ impl ReplicatorBuilder {
         self.events.subscribe()
     }
 
+    /// Record the stream consumer's metrics into `meter` (see
+    /// [`ConsumerBuilder::meter`](crate::ConsumerBuilder::meter)).
+    pub fn meter(mut self, meter: opentelemetry::metrics::Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
     /// Check the table and the sink, then start replicating in the background.
     ///
     /// Errors (before anything is written to the sink): the table does not exist or has no
@@ -305,6 +314,7 @@ impl ReplicatorBuilder {
         starting.scan_rate_limit = self.scan_rate.map(ScanRate::per_second);
         let (status_tx, status_rx) = watch::channel(starting);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let streaming: Arc<Mutex<Option<Probe>>> = Arc::default();
         let mut config = self.config;
         config.start_position = StartPosition::Latest;
         let pipeline = Pipeline {
@@ -323,6 +333,8 @@ impl ReplicatorBuilder {
             config,
             status: Arc::new(status_tx),
             events: self.events.clone(),
+            meter: self.meter,
+            streaming: streaming.clone(),
         };
         let task = tokio::spawn(pipeline.run(progress, stop_rx));
         Ok(Replicator {
@@ -332,6 +344,7 @@ impl ReplicatorBuilder {
             status: status_rx,
             stop: stop_tx,
             events: self.events,
+            streaming,
         })
     }
 }
@@ -372,6 +385,8 @@ pub struct Replicator {
     status: watch::Receiver<ReplicaStatus>,
     stop: watch::Sender<bool>,
     events: broadcast::Sender<ReplicatorEvent>,
+    /// The stream consumer's probe, once streaming started.
+    streaming: Arc<Mutex<Option<Probe>>>,
 }
 
 impl Replicator {
@@ -410,6 +425,7 @@ impl Replicator {
             catch_up_every: DEFAULT_CATCH_UP_EVERY,
             config,
             events,
+            meter: None,
         }
     }
 
@@ -431,6 +447,58 @@ impl Replicator {
     /// Subscribe to events from now on (see [`ReplicatorBuilder::events`] to miss none).
     pub fn events(&self) -> broadcast::Receiver<ReplicatorEvent> {
         self.events.subscribe()
+    }
+
+    /// A cloneable handle for liveness and readiness probes (see [`Probe`]). Alive while the
+    /// replicator runs. Ready once the replica is live (the scan done and the stream caught up
+    /// as of the start of streaming — until then [`NotReady::NotStreaming`] names the phase)
+    /// and the stream consumer is ready by the criteria.
+    pub fn probe(&self) -> Probe {
+        let status = self.status.clone();
+        let streaming = self.streaming.clone();
+        let alive_status = self.status.clone();
+        let alive_streaming = self.streaming.clone();
+        let running = move |status: &watch::Receiver<ReplicaStatus>| {
+            // A dropped sender means the pipeline task is gone, whatever the last phase said.
+            status.borrow().phase != ReplicaPhase::Stopped && status.has_changed().is_ok()
+        };
+        Probe::new(
+            move || {
+                running(&alive_status)
+                    && alive_streaming
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_ref()
+                        .is_none_or(Probe::is_alive)
+            },
+            move |criteria| {
+                if !running(&status) {
+                    return Readiness::of(vec![NotReady::Stopped]);
+                }
+                let phase = match status.borrow().phase {
+                    ReplicaPhase::Live => None,
+                    ReplicaPhase::Starting => Some("starting"),
+                    ReplicaPhase::Scanning => Some("scanning"),
+                    ReplicaPhase::CatchingUp => Some("catching_up"),
+                    ReplicaPhase::Stopped => return Readiness::of(vec![NotReady::Stopped]),
+                };
+                let consumer = streaming.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let mut readiness = match &consumer {
+                    Some(probe) => probe.readiness(criteria),
+                    None => Readiness::of(Vec::new()),
+                };
+                if let Some(phase) = phase {
+                    readiness.reasons.insert(
+                        0,
+                        NotReady::NotStreaming {
+                            phase: phase.to_owned(),
+                        },
+                    );
+                    readiness.ready = false;
+                }
+                readiness
+            },
+        )
     }
 
     /// Wait until the replica has caught up: the scan is complete and every shard has been read
@@ -514,6 +582,9 @@ struct Pipeline {
     config: ConsumerConfig,
     status: Arc<watch::Sender<ReplicaStatus>>,
     events: broadcast::Sender<ReplicatorEvent>,
+    meter: Option<opentelemetry::metrics::Meter>,
+    /// Where [`Replicator::probe`] finds the stream consumer.
+    streaming: Arc<Mutex<Option<Probe>>>,
 }
 
 impl Pipeline {
@@ -737,10 +808,13 @@ impl Pipeline {
             key: self.key.clone(),
             status: self.status.clone(),
         };
-        let builder = Consumer::builder(self.streams.clone(), self.key.stream_arn.clone())
+        let mut builder = Consumer::builder(self.streams.clone(), self.key.stream_arn.clone())
             .config(self.config.clone())
             .checkpoints(store)
             .handler_factory(move |_| handler.clone());
+        if let Some(meter) = &self.meter {
+            builder = builder.meter(meter.clone());
+        }
         let mut consumer_events = builder.events();
         let forward = self.events.clone();
         tokio::spawn(async move {
@@ -766,6 +840,7 @@ impl Pipeline {
         let asked = crate::rt::Instant::now();
         let asked_wall = self.streams.wall_clock();
         let mut consumer = builder.spawn().await?;
+        *self.streaming.lock().unwrap_or_else(|p| p.into_inner()) = Some(consumer.probe());
         self.emit(ReplicatorEvent::StreamStarted);
         let status = self.status.clone();
         let mut caught_up =

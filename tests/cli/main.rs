@@ -15,6 +15,7 @@ mod cli_bad_inputs;
 mod cli_completions_help;
 mod cli_crash;
 mod cli_exit_codes;
+mod cli_http;
 mod cli_private_files;
 mod cli_readme_local;
 mod cli_replicate_follow;

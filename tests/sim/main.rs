@@ -29,5 +29,6 @@ mod l2_paused_worker;
 mod n1_no_quiet_loss;
 mod o1_metrics;
 mod o2_watchdog;
+mod o3_readiness;
 mod r2_adversarial;
 mod randomized;

@@ -15,7 +15,8 @@
 //! the test binary does: it watches its standard input, which this process holds open.
 //!
 //! DynamoDB Local keeps a separate database per access key and region, so every test takes its
-//! own [`clients`] (a unique access key) and sees only its own tables.
+//! own [`clients`] (a unique access key) and sees only its own tables. A test that must fault the
+//! server itself (SIGSTOP) starts a [`dedicated`] one and takes [`clients_of`] it.
 
 #![allow(dead_code)]
 
@@ -61,6 +62,11 @@ impl DdbLocal {
     pub fn recent_output(&self) -> String {
         self.output.lock().unwrap().text()
     }
+
+    /// The server's process id (the JVM's), for faults sent as signals.
+    pub fn pid(&self) -> u32 {
+        self._child.lock().unwrap().id()
+    }
 }
 
 /// The one server of this test binary, started on first use.
@@ -73,6 +79,24 @@ pub fn server() -> &'static DdbLocal {
         Ok(s) => s,
         Err(e) => panic!("DynamoDB Local is not available: {e}\n({HOW_TO_INSTALL})"),
     }
+}
+
+impl Drop for DdbLocal {
+    /// Only a [`dedicated`] server is ever dropped (the shared one lives in a static): kill it,
+    /// even when a test left it stopped.
+    fn drop(&mut self) {
+        let mut child = self._child.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A DynamoDB Local of one test's own, for faults that would disturb every other test on the
+/// shared [`server`] (SIGSTOP). Killed when dropped. Panics, saying what to install, when it
+/// cannot be started.
+pub fn dedicated() -> DdbLocal {
+    start_server()
+        .unwrap_or_else(|e| panic!("DynamoDB Local is not available: {e}\n({HOW_TO_INSTALL})"))
 }
 
 /// The installed DynamoDB Local's `env` file (`DDB_LOCAL_JAR=…`, `DDB_LOCAL_LIB=…`), installing
@@ -311,13 +335,19 @@ pub struct TestClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// DynamoDB Streams.
     pub streams: aws_sdk_dynamodbstreams::Client,
+    /// The server's endpoint (the shared server's, or a [`dedicated`] one's).
+    pub endpoint: String,
 }
 
 /// Fresh clients with an access key of their own (so a fresh, empty database), region
 /// us-east-1, static credentials, the server's endpoint and the crate's recommended timeouts.
 pub fn clients(test_name: &str) -> TestClients {
+    clients_of(server(), test_name)
+}
+
+/// [`clients`] of a given server (a [`dedicated`] one).
+pub fn clients_of(server: &DdbLocal, test_name: &str) -> TestClients {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let server = server();
     // DynamoDB Local refuses access keys that are not [A-Za-z0-9]+ (UnrecognizedClientException).
     let mut name: String = test_name
         .chars()
@@ -355,6 +385,7 @@ pub fn clients(test_name: &str) -> TestClients {
         access_key,
         dynamodb,
         streams,
+        endpoint: server.endpoint.clone(),
     }
 }
 
@@ -362,7 +393,7 @@ pub fn clients(test_name: &str) -> TestClients {
 /// namespace.
 pub fn env_for_cli(c: &TestClients) -> Vec<(String, String)> {
     vec![
-        ("AWS_ENDPOINT_URL".into(), server().endpoint.clone()),
+        ("AWS_ENDPOINT_URL".into(), c.endpoint.clone()),
         ("AWS_ACCESS_KEY_ID".into(), c.access_key.clone()),
         ("AWS_SECRET_ACCESS_KEY".into(), "secret".into()),
         ("AWS_REGION".into(), REGION.into()),

@@ -24,28 +24,9 @@ impl CoordinatorState {
         self.shared.board.with_all(|all| {
             for (id, e) in all {
                 match e.state {
-                    ShardState::Reading | ShardState::CaughtUp => {
-                        let oldest_call = e.calls.values().min().copied();
-                        if let Some(t) =
-                            oldest_call.filter(|t| now.duration_since(*t) > cfg.handler_stuck_after)
-                        {
-                            problems.push(HealthProblem::HandlerStuck {
-                                shard_id: id.clone(),
-                                for_: now.duration_since(t),
-                            });
-                        }
-                        // A shard whose handler holds every batch is not expected to poll.
-                        let should_poll = oldest_call.is_none() && e.unacked_pages.is_empty();
-                        let last_ok = e.last_poll_ok.or(e.running_since);
-                        if let Some(t) = last_ok
-                            .filter(|t| should_poll && now.duration_since(*t) > cfg.stall_timeout)
-                        {
-                            problems.push(HealthProblem::ShardStalled {
-                                shard_id: id.clone(),
-                                for_: now.duration_since(t),
-                            });
-                        }
-                    }
+                    ShardState::Reading | ShardState::CaughtUp => problems.extend(
+                        e.reading_problems(id, now, cfg.stall_timeout, cfg.handler_stuck_after),
+                    ),
                     ShardState::Quarantined => problems.push(HealthProblem::Quarantined {
                         shard_id: id.clone(),
                     }),

@@ -29,6 +29,9 @@ pub(crate) async fn run(
     mut stop: Stop,
 ) -> Result<Ended, Failure> {
     let dest = Destination::of(&args)?;
+    // The probes' address first: a port in use fails before anything else is done, and an
+    // orchestrator can probe during the scan.
+    let endpoints = args.http.start().await?;
     // Local first: a database that cannot be written fails before any call to AWS.
     if let Destination::Sqlite(path) = &dest {
         check_writable_database(path)?;
@@ -63,10 +66,17 @@ pub(crate) async fn run(
         ),
     };
     let poll = args.poll.clone();
+    let probes = args.http.clone();
     let mut builder = Replicator::builder(dynamodb, streams, &args.table, sink)
         .segments(args.segments)
         .catch_up_every(args.catch_up_every)
-        .configure(move |c| poll.apply(c));
+        .configure(move |c| {
+            poll.apply(c);
+            probes.apply(c);
+        });
+    if let Some(endpoints) = &endpoints {
+        builder = builder.meter(endpoints.meter());
+    }
     if let Some(limit) = args.scan_page_limit {
         builder = builder.scan_page_limit(limit);
     }
@@ -81,6 +91,9 @@ pub(crate) async fn run(
         Ok(spawned) => spawned.map_err(|e| explain(e, setup))?,
         Err(signal) => return Ok(stopped(signal, args.once)),
     };
+    if let Some(endpoints) = &endpoints {
+        endpoints.serve(replicator.probe());
+    }
     Log::get().info(&format!(
         "ddbstream: replicating table {} ({}) into {}",
         info.table_name, info.stream_arn, dest

@@ -70,6 +70,9 @@ pub(crate) async fn run(
     args: TailArgs,
     mut stop: Stop,
 ) -> Result<Ended, Failure> {
+    // The probes' address first: a port in use fails before anything else is done, and an
+    // orchestrator can probe while the consumer starts.
+    let endpoints = args.http.start().await?;
     // Local files first: an unwritable checkpoint path fails before any call to AWS, and long
     // before the first record would be printed without its position ever being saved.
     let store = match &args.checkpoint {
@@ -134,9 +137,13 @@ pub(crate) async fn run(
     });
     let handler_printer = printer.clone();
     let poll = args.poll.clone();
+    let probes = args.http.clone();
     let mut builder = builder
         .application_name(APPLICATION)
-        .configure(move |c| poll.apply(c))
+        .configure(move |c| {
+            poll.apply(c);
+            probes.apply(c);
+        })
         .start_from(match args.from {
             StartFrom::Latest => StartPosition::Latest,
             StartFrom::TrimHorizon => StartPosition::TrimHorizon,
@@ -158,11 +165,17 @@ pub(crate) async fn run(
             c.lease.safety_margin = duration / 5;
         });
     }
+    if let Some(endpoints) = &endpoints {
+        builder = builder.meter(endpoints.meter());
+    }
     let events = builder.events();
     let mut consumer = match unless_stopped(&mut stop, builder.spawn()).await {
         Ok(spawned) => spawned.map_err(|e| explain(e, setup))?,
         Err(signal) => return Ok(stopped(signal, args.once)),
     };
+    if let Some(endpoints) = &endpoints {
+        endpoints.serve(consumer.probe());
+    }
     let mut caught_up = std::pin::pin!(consumer.caught_up());
     let from = match args.from {
         StartFrom::Latest => "latest: changes made from now on",
