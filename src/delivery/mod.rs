@@ -7,8 +7,9 @@
 //! shard moves on — or, without a sink, the shard is quarantined. Nothing is skipped silently.
 
 pub(crate) mod engine;
-#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub(crate) mod failure;
+// A file sink: no files in a browser.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 mod json_lines;
 mod sink;
 pub(crate) mod watermark;
