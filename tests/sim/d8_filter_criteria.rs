@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dynamodb_stream::checkpoint::{MemoryCheckpointStore, ShardCheckpoint};
+use dynamodb_stream::checkpoint::MemoryCheckpointStore;
 use dynamodb_stream::delivery::KindFilter;
 use dynamodb_stream::filter::FilterCriteria;
 use dynamodb_stream::record::{AttributeValue, Item};
@@ -16,9 +16,7 @@ use dynamodb_stream::sim::Simulator;
 use dynamodb_stream::telemetry::names;
 use dynamodb_stream::{ConsumerBuilder, RecordKind, SequenceNumber, StreamRecord};
 
-use crate::common::{
-    keys, last_sequence_number, periodic_check, start_with, stored_checkpoint, Log,
-};
+use crate::common::{keys, start_with, until_checkpointed_to_last, Log};
 use crate::o1_metrics::Reader;
 
 /// Shipped orders over 100, and removals of `vip` orders.
@@ -104,14 +102,10 @@ async fn only_matching_records_are_delivered_in_order_and_the_rest_is_checkpoint
     let (consumer, _events) =
         start_with(&sim, &log, &store, |b| with_criteria(b).meter(meter)).await;
     for shard in sim.open_shards() {
-        let last = last_sequence_number(&sim, &shard);
-        periodic_check(
-            || {
-                stored_checkpoint(&store, &sim, &shard)
-                    == Some(ShardCheckpoint::Processed {
-                        sequence_number: last.clone(),
-                    })
-            },
+        until_checkpointed_to_last(
+            &store,
+            &sim,
+            &shard,
             Duration::from_secs(120),
             "each shard is checkpointed to its last (filtered) record",
         )
@@ -179,14 +173,10 @@ async fn criteria_are_anded_with_the_kind_and_closure_filters() {
             })
     })
     .await;
-    let last = last_sequence_number(&sim, &shard);
-    periodic_check(
-        || {
-            stored_checkpoint(&store, &sim, &shard)
-                == Some(ShardCheckpoint::Processed {
-                    sequence_number: last.clone(),
-                })
-        },
+    until_checkpointed_to_last(
+        &store,
+        &sim,
+        &shard,
         Duration::from_secs(60),
         "the checkpoint reaches the last record",
     )
