@@ -4,10 +4,11 @@
 //! (`eventName`, `dynamodb.Keys`, `dynamodb.NewImage`, `dynamodb.OldImage`, typed attribute
 //! values) — but evaluated on the [`StreamRecord`] itself, with no JSON built per record.
 //!
-//! The invariant: a record matches a [`FilterCriteria`] exactly when Lambda's matcher would
-//! accept its DynamoDB-JSON form under one of the patterns, with one deliberate difference —
-//! numbers in a pattern (`[5]`, `{"numeric": [">", 0]}`) also compare with `N` values, which
-//! Lambda sees as strings and never matches numerically. Patterns are parsed and checked against
+//! The invariant: for every pattern this module accepts, a record matches exactly when Lambda's
+//! rules accept its DynamoDB-JSON form, with one deliberate difference — numbers in a pattern
+//! (`[5]`, `{"numeric": [">", 0]}`) also compare with `N` values (as doubles), which Lambda sees
+//! as strings and never matches numerically. `filter::tests` checks it against a naive matcher
+//! walking that JSON. Patterns are parsed and checked against
 //! the record's shape when built: a field a record never has, an operator Lambda does not know,
 //! a rule where a DynamoDB type (`{"S": [...]}`) belongs — each is a [`FilterError`], never a
 //! pattern that silently matches nothing.
