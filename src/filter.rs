@@ -561,11 +561,15 @@ enum Leaf<'a> {
     Bool(bool),
 }
 
-/// What is at a field: nothing, one value, or the elements of a set or list.
+/// What is at a field: nothing, one value, or the elements of a list or set (borrowed: a
+/// record is matched without collecting anything).
 enum Child<'a> {
     Absent,
     One(View<'a>),
-    Many(Vec<View<'a>>),
+    List(&'a [AttributeValue]),
+    Strings(&'a [String]),
+    Numbers(&'a [String]),
+    Binaries(&'a [Vec<u8>]),
 }
 
 fn event_name(kind: &RecordKind) -> &str {
@@ -627,20 +631,10 @@ fn child<'a>(view: &View<'a>, field: &str) -> Child<'a> {
             ("BOOL", A::Bool(b)) => leaf(Leaf::Bool(*b)),
             ("NULL", A::Null(b)) => leaf(Leaf::Bool(*b)),
             ("M", A::M(m)) => Child::One(View::Item(m)),
-            ("L", A::L(l)) => Child::Many(l.iter().map(View::Attribute).collect()),
-            ("SS", A::Ss(s)) => Child::Many(
-                s.iter()
-                    .map(|s| View::Leaf(Leaf::Str(Cow::Borrowed(s))))
-                    .collect(),
-            ),
-            ("NS", A::Ns(n)) => {
-                Child::Many(n.iter().map(|n| View::Leaf(Leaf::NumText(n))).collect())
-            }
-            ("BS", A::Bs(b)) => Child::Many(
-                b.iter()
-                    .map(|b| View::Leaf(Leaf::Str(Cow::Owned(base64_encode(b)))))
-                    .collect(),
-            ),
+            ("L", A::L(l)) => Child::List(l),
+            ("SS", A::Ss(s)) => Child::Strings(s),
+            ("NS", A::Ns(n)) => Child::Numbers(n),
+            ("BS", A::Bs(b)) => Child::Binaries(b),
             _ => Child::Absent,
         },
         View::Leaf(_) => Child::Absent,
@@ -652,9 +646,17 @@ fn node_matches(node: &Node, view: &View<'_>) -> bool {
         Node::Fields(fields) => fields.iter().all(|(name, sub)| match child(view, name) {
             Child::Absent => absent_matches(sub),
             Child::One(v) => node_matches(sub, &v),
-            // An empty list has no value at all: as if absent.
-            Child::Many(items) if items.is_empty() => absent_matches(sub),
-            Child::Many(items) => items.iter().any(|v| node_matches(sub, v)),
+            Child::List(l) => any_element(sub, l.iter().map(View::Attribute)),
+            Child::Strings(s) => any_element(
+                sub,
+                s.iter().map(|s| View::Leaf(Leaf::Str(Cow::Borrowed(s)))),
+            ),
+            Child::Numbers(n) => any_element(sub, n.iter().map(|n| View::Leaf(Leaf::NumText(n)))),
+            Child::Binaries(b) => any_element(
+                sub,
+                b.iter()
+                    .map(|b| View::Leaf(Leaf::Str(Cow::Owned(base64_encode(b))))),
+            ),
         }),
         Node::Rules(rules) => match view {
             View::Leaf(leaf) => rules.iter().any(|r| rule_matches(r, leaf)),
@@ -662,6 +664,16 @@ fn node_matches(node: &Node, view: &View<'_>) -> bool {
             _ => false,
         },
     }
+}
+
+/// Whether `node` matches one of the elements of a list or set; an empty one has no value at
+/// all, as if absent.
+fn any_element<'a>(node: &Node, mut elements: impl Iterator<Item = View<'a>>) -> bool {
+    let mut empty = true;
+    elements.any(|v| {
+        empty = false;
+        node_matches(node, &v)
+    }) || (empty && absent_matches(node))
 }
 
 /// Whether `node` matches where the record has nothing: only `{"exists": false}` does.
