@@ -459,6 +459,29 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Only hand records that match one of Lambda-style filter patterns to the handler (see
+    /// [`FilterCriteria`](crate::filter::FilterCriteria)); the others are checkpointed as
+    /// processed and counted in `ddbstream.records.filtered`, like every filtered record.
+    /// Combines (ANDed) with [`filter_kinds`](Self::filter_kinds) and [`filter`](Self::filter);
+    /// a second call replaces the criteria. Empty criteria let every record through.
+    ///
+    /// ```no_run
+    /// # use dynamodb_stream::{filter::FilterCriteria, Consumer, sim::Simulator};
+    /// # fn f() -> Result<(), dynamodb_stream::filter::FilterError> {
+    /// # let sim = Simulator::new();
+    /// let shipped = FilterCriteria::from_patterns([
+    ///     r#"{"dynamodb": {"NewImage": {"status": {"S": ["SHIPPED"]}}}}"#,
+    /// ])?;
+    /// let builder = Consumer::builder(sim.clone(), sim.stream_arn()).filter_criteria(shipped);
+    /// # Ok(()) }
+    /// ```
+    pub fn filter_criteria(mut self, criteria: crate::filter::FilterCriteria) -> Self {
+        // Empty criteria would pass everything: leaving the filter off keeps the stage's
+        // no-filter fast path.
+        self.filter.criteria = (!criteria.is_empty()).then(|| Arc::new(criteria));
+        self
+    }
+
     /// Run `n` handler instances per shard concurrently, routing records by item key so each
     /// item's changes stay in order (DynamoDB orders changes per item only). The checkpoint moves
     /// only past records every lane has finished.

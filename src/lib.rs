@@ -63,6 +63,7 @@ pub mod decode;
 pub mod delivery;
 pub mod error;
 pub mod events;
+pub mod filter;
 mod handler;
 pub mod json;
 pub mod lease;

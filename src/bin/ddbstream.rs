@@ -253,6 +253,17 @@ struct TailArgs {
     #[arg(long, value_enum, default_value_t = Format::Compact)]
     format: Format,
 
+    /// Print only records matching this pattern, in Lambda's event-filtering syntax, e.g.
+    /// '{"dynamodb": {"NewImage": {"status": {"S": ["SHIPPED"]}}}}'. Repeat it: a record
+    /// matching any pattern is printed. Records left out still move the checkpoint.
+    #[arg(long = "filter", value_name = "PATTERN")]
+    filters: Vec<String>,
+
+    /// Patterns from a JSON file: Lambda's {"Filters": [{"Pattern": "..."}]} or an array of
+    /// patterns; ORed with --filter.
+    #[arg(long, value_name = "FILE")]
+    filter_file: Option<PathBuf>,
+
     #[command(flatten)]
     poll: PollArgs,
 
@@ -443,12 +454,18 @@ async fn run(cli: Cli) -> Result<Ended, Failure> {
         Command::Replicate(a) => a.once,
         Command::Status(_) | Command::Completions { .. } => true,
     };
+    // A pattern that cannot be used is the user's to fix: said before the AWS set-up is even
+    // looked at, and before anything is started.
+    let criteria = match &cli.command {
+        Command::Tail(a) => tail::filter_criteria(a)?,
+        _ => None,
+    };
     let config = match unless_stopped(&mut stop, aws_config(&cli)).await {
         Ok(config) => config?,
         Err(signal) => return Ok(stopped(signal, once)),
     };
     match cli.command {
-        Command::Tail(args) => tail::run(&config, args, stop).await,
+        Command::Tail(args) => tail::run(&config, args, criteria, stop).await,
         Command::Replicate(args) => replicate::run(&config, args, stop).await,
         // A read-only probe: stopping it early loses nothing, but it did not finish.
         Command::Status(args) => status::run(&config, args, stop).await,

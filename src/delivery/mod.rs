@@ -144,6 +144,7 @@ type Predicate = Arc<dyn Fn(&StreamRecord) -> bool + Send + Sync>;
 pub(crate) struct RecordFilter {
     pub(crate) kinds: Option<HashSet<KindFilter>>,
     pub(crate) predicate: Option<Predicate>,
+    pub(crate) criteria: Option<Arc<crate::filter::FilterCriteria>>,
 }
 
 impl std::fmt::Debug for RecordFilter {
@@ -151,6 +152,7 @@ impl std::fmt::Debug for RecordFilter {
         f.debug_struct("RecordFilter")
             .field("kinds", &self.kinds)
             .field("predicate", &self.predicate.is_some())
+            .field("criteria", &self.criteria)
             .finish()
     }
 }
@@ -161,9 +163,10 @@ impl RecordFilter {
             .as_ref()
             .is_none_or(|k| k.contains(&KindFilter::of(record.kind())))
             && self.predicate.as_ref().is_none_or(|p| p(record))
+            && self.criteria.as_ref().is_none_or(|c| c.matches(record))
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.kinds.is_none() && self.predicate.is_none()
+        self.kinds.is_none() && self.predicate.is_none() && self.criteria.is_none()
     }
 }

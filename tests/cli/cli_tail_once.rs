@@ -4,29 +4,13 @@
 //! rollover, every change is printed exactly once.
 
 use std::collections::BTreeMap;
-use std::process::Output;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::StreamViewType;
 use serde_json::Value;
 
-use crate::common::{delete, item, keys, put, run_cli, stderr};
+use crate::common::{delete, item, keys, once_printed, put, run_cli};
 use crate::ddb_local::{clients, create_table, rollover, TestClients};
-
-/// The JSON lines a run printed, checked to be a clean, successful once-run.
-fn printed(out: &Output) -> Vec<Value> {
-    let log = stderr(out);
-    assert!(
-        out.status.success(),
-        "exit {:?}; stderr:\n{log}",
-        out.status
-    );
-    assert!(log.contains("ddbstream: caught up"), "{log}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
 
 /// (key, version or "removed") of each printed change.
 fn changes(records: &[Value]) -> Vec<(String, String)> {
@@ -57,7 +41,7 @@ async fn once(c: &TestClients, checkpoint: &str) -> Vec<Value> {
     let out = tokio::time::timeout(Duration::from_secs(120), run_cli(c, &args))
         .await
         .expect("a once-run ends");
-    printed(&out)
+    once_printed(&out)
 }
 
 /// Whether item 7 has reached version 3 (the writer of run 3 started).

@@ -228,6 +228,21 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The JSON lines a `tail --once` run printed, checked to be a clean, successful once-run.
+pub fn once_printed(out: &Output) -> Vec<serde_json::Value> {
+    let log = stderr(out);
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr:\n{log}",
+        out.status
+    );
+    assert!(log.contains("ddbstream: caught up"), "{log}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
 /// Asserts a failed run: exit code 1 and exactly one stderr line, `ddbstream: ...`, that
 /// contains `expected`.
 pub fn assert_one_line_error(out: &Output, expected: &str) {

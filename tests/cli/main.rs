@@ -27,6 +27,7 @@ mod cli_smaller_points;
 mod cli_status;
 mod cli_tail;
 mod cli_tail_broken_pipe;
+mod cli_tail_filters;
 mod cli_tail_formats;
 mod cli_tail_leases;
 mod cli_tail_once;

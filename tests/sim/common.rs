@@ -598,6 +598,29 @@ pub fn last_sequence_number(sim: &Simulator, shard_id: &str) -> SequenceNumber {
         .expect("the shard holds records")
 }
 
+/// Wait until `store` holds `shard_id` as processed through the last record written to it
+/// (records filtered out or given up on included); fail with `what` after `within`.
+pub async fn until_checkpointed_to_last(
+    store: &dynamodb_stream::checkpoint::MemoryCheckpointStore,
+    sim: &Simulator,
+    shard_id: &str,
+    within: Duration,
+    what: &str,
+) {
+    let last = last_sequence_number(sim, shard_id);
+    periodic_check(
+        || {
+            stored_checkpoint(store, sim, shard_id)
+                == Some(dynamodb_stream::checkpoint::ShardCheckpoint::Processed {
+                    sequence_number: last.clone(),
+                })
+        },
+        within,
+        what,
+    )
+    .await;
+}
+
 /// The JSON objects of a JSON-lines file (none when it does not exist).
 pub fn read_json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
     match std::fs::read_to_string(path) {

@@ -14,6 +14,7 @@ mod d4_quarantine_without_sink;
 mod d5_filters;
 mod d6_key_parallelism;
 mod d7_batching;
+mod d8_filter_criteria;
 mod i10_validation;
 mod i1_order_pagination;
 mod i2_lineage;

@@ -14,13 +14,14 @@ use opentelemetry_sdk::metrics::{InMemoryMetricExporter, SdkMeterProvider};
 
 use crate::common::{periodic_check, Log};
 
-struct Reader {
+/// Metrics read back through the SDK's in-memory exporter (d8 reads the filter counter too).
+pub(crate) struct Reader {
     provider: SdkMeterProvider,
     exporter: InMemoryMetricExporter,
 }
 
 impl Reader {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let exporter = InMemoryMetricExporter::default();
         let provider = SdkMeterProvider::builder()
             .with_periodic_exporter(exporter.clone())
@@ -28,7 +29,7 @@ impl Reader {
         Self { provider, exporter }
     }
 
-    fn meter(&self) -> opentelemetry::metrics::Meter {
+    pub(crate) fn meter(&self) -> opentelemetry::metrics::Meter {
         self.provider.meter("test")
     }
 
@@ -48,7 +49,7 @@ impl Reader {
         out
     }
 
-    fn total(&self, name: &str, attr: Option<(&str, &str)>) -> f64 {
+    pub(crate) fn total(&self, name: &str, attr: Option<(&str, &str)>) -> f64 {
         self.read(name)
             .into_iter()
             .filter(|(attrs, _)| {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use dynamodb_stream::checkpoint::FileCheckpointStore;
 use dynamodb_stream::events::GapAction;
+use dynamodb_stream::filter::{FilterCriteria, FilterPattern};
 use dynamodb_stream::json::{write_record, RecordFormat, RecordSource};
 use dynamodb_stream::lease::DynamoDbLeaseStore;
 use dynamodb_stream::source::{DescribeStreamRequest, StreamsApi};
@@ -68,6 +69,7 @@ impl Printer {
 pub(crate) async fn run(
     (aws, setup): &(SdkConfig, Setup),
     args: TailArgs,
+    criteria: Option<FilterCriteria>,
     mut stop: Stop,
 ) -> Result<Ended, Failure> {
     // The probes' address first: a port in use fails before anything else is done, and an
@@ -155,6 +157,9 @@ pub(crate) async fn run(
     if let Some(store) = store {
         builder = builder.checkpoints(store);
     }
+    if let Some(criteria) = criteria {
+        builder = builder.filter_criteria(criteria);
+    }
     if let Some(table) = &args.lease_table {
         let worker = args.worker_id.clone().unwrap_or_else(default_worker_id);
         let store = DynamoDbLeaseStore::new(aws_sdk_dynamodb::Client::new(aws), table.clone());
@@ -223,6 +228,36 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// `--filter` and `--filter-file` as one criteria (ORed), or `None` when neither is given; a
+/// pattern that cannot be used is one sentence naming the option, the pattern and the place.
+pub(crate) fn filter_criteria(args: &TailArgs) -> Result<Option<FilterCriteria>, Failure> {
+    let mut criteria = FilterCriteria::default();
+    for (i, text) in args.filters.iter().enumerate() {
+        let pattern = FilterPattern::parse(text).map_err(|e| {
+            let which = if args.filters.len() == 1 {
+                "--filter".to_owned()
+            } else {
+                format!("--filter #{}", i + 1)
+            };
+            Failure::new(format!("{which}: {e}")).with_source(e)
+        })?;
+        criteria = criteria.or(pattern);
+    }
+    if let Some(path) = &args.filter_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::new(format!("cannot read --filter-file {}: {e}", path.display()))
+                .with_source(e)
+        })?;
+        let from_file = FilterCriteria::from_json(&text).map_err(|e| {
+            Failure::new(format!("--filter-file {}: {e}", path.display())).with_source(e)
+        })?;
+        for pattern in from_file.patterns() {
+            criteria = criteria.or(pattern.clone());
+        }
+    }
+    Ok((!criteria.is_empty()).then_some(criteria))
 }
 
 /// A worker id unique on this machine: the host name and the process id.
