@@ -121,9 +121,10 @@ pub struct ConsumerConfig {
     /// each idle shard is polled less often, so CPU and request costs of a very wide stream stay
     /// bounded: 1,000 idle shards are polled every 1.25 s, 10,000 every 12.5 s. Shards with
     /// records are not affected (a page with records is followed at `min_poll_interval`, or at
-    /// once when behind). Each GetRecords through the AWS SDK costs about 160 µs of CPU
-    /// (signing, HTTP, parsing; docs/benchmarks.md) and is a billed request: 800 calls/s is
-    /// about 13 % of a core. Default 800.
+    /// once when behind). Each GetRecords through the AWS SDK costs about 110–160 µs of CPU
+    /// with mimalloc, 270–320 µs with the system allocator (signing, HTTP, parsing;
+    /// docs/benchmarks.md) and is a billed request: 800 calls/s measured 9–13 % of a core
+    /// with mimalloc, 21–25 % without. Default 800.
     pub max_idle_polls_per_second: u32,
     /// How often the stream's shards are listed to find new ones. Default 10 s. Children of
     /// an ended shard are looked up at once, independently of this.
