@@ -221,6 +221,9 @@ pub(crate) struct Meta {
     pub(crate) closed: bool,
     /// Every gap reported, in order.
     pub(crate) gaps: Vec<crate::events::Gap>,
+    /// Lease mode: the workers holding a live lease on the stream in the last lease listing,
+    /// this one always included.
+    pub(crate) workers_seen: Option<usize>,
 }
 
 /// The shared status of one consumer.
@@ -284,6 +287,11 @@ impl StatusBoard {
         let r = f(&mut self.meta.lock().unwrap_or_else(|p| p.into_inner()));
         self.bump();
         r
+    }
+
+    /// Read the rest without announcing a change.
+    pub(crate) fn read_meta<R>(&self, f: impl FnOnce(&Meta) -> R) -> R {
+        f(&self.meta.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Read the shards and the rest together (shards locked first, as everywhere).

@@ -44,6 +44,9 @@ pub mod names {
     pub const LEASES_TAKEN: &str = "ddbstream.leases.taken";
     /// Leases this worker handed over to a worker that asked for them (counter).
     pub const LEASES_HANDED_OVER: &str = "ddbstream.leases.handed_over";
+    /// Gauge (lease mode): workers holding a live lease on the stream in the last lease
+    /// listing, this one included — a sudden drop is a crashed or partitioned peer.
+    pub const WORKERS: &str = "ddbstream.leases.workers";
     /// Records read from the stream (counter): what Lambda's event source mapping calls polled.
     pub const RECORDS_POLLED: &str = "ddbstream.records.polled";
     /// Records dropped by the filters before the handler (counter; they are acknowledged).
@@ -172,6 +175,16 @@ impl Metrics {
                         }
                     }
                 });
+            })
+            .build();
+        let gauge_board = board.clone();
+        meter
+            .u64_observable_gauge(names::WORKERS)
+            .with_description("workers holding a live lease on the stream, this one included")
+            .with_callback(move |o| {
+                if let Some(n) = gauge_board.read_meta(|m| m.workers_seen) {
+                    o.observe(n as u64, &[]);
+                }
             })
             .build();
         let gauge_board = board;

@@ -306,3 +306,46 @@ async fn polled_filtered_and_failure_sink_counts() {
     assert!(reader.total(names::HANDLER_FAILURES, Some(("outcome", "error"))) >= 2.0);
     consumer.shutdown().await.expect("shutdown");
 }
+
+/// `ddbstream.leases.workers`: each worker sees the others through the lease table; a worker
+/// that stops and releases its leases drops out of the count.
+#[tokio::test(start_paused = true)]
+async fn workers_seen_follow_the_lease_table() {
+    use dynamodb_stream::lease::MemoryLeaseStore;
+    let sim = Simulator::builder().initial_shards(4).seed(7).build();
+    let leases = MemoryLeaseStore::new();
+    let worker = |id: &str, reader: &Reader| {
+        Consumer::builder(sim.clone(), sim.stream_arn())
+            .handler_fn(|_b: Batch| async { Ok::<_, HandlerError>(()) })
+            .leases(leases.clone(), id)
+            .meter(reader.meter())
+            .configure(|c| {
+                c.lease.lease_duration = Duration::from_secs(6);
+                c.lease.renew_interval = Duration::from_secs(2);
+            })
+            .spawn()
+    };
+    let (r1, r2) = (Reader::new(), Reader::new());
+    let w1 = worker("w1", &r1).await.expect("spawn w1");
+    periodic_check(
+        || r1.total(names::WORKERS, None) == 1.0,
+        Duration::from_secs(60),
+        "w1 sees itself",
+    )
+    .await;
+    let w2 = worker("w2", &r2).await.expect("spawn w2");
+    periodic_check(
+        || r1.total(names::WORKERS, None) == 2.0 && r2.total(names::WORKERS, None) == 2.0,
+        Duration::from_secs(120),
+        "both workers see two",
+    )
+    .await;
+    w2.shutdown().await.expect("shutdown w2");
+    periodic_check(
+        || r1.total(names::WORKERS, None) == 1.0,
+        Duration::from_secs(120),
+        "w1 sees w2 gone",
+    )
+    .await;
+    w1.shutdown().await.expect("shutdown w1");
+}

@@ -118,6 +118,19 @@ impl CoordinatorState {
                 return Ok(());
             }
         };
+        let now = system_time_to_millis(self.shared.api.wall_clock());
+        // Workers seen: distinct owners of live leases, and this one (which may hold none yet).
+        let workers: HashSet<&str> = leases
+            .iter()
+            .filter(|l| l.expires_at_ms > now)
+            .filter_map(|l| l.owner.as_deref())
+            .chain([me.as_str()])
+            .collect();
+        let seen = Some(workers.len());
+        // Only a change is announced: waiters on the board wake for changes.
+        if self.shared.board.read_meta(|m| m.workers_seen) != seen {
+            self.shared.board.update_meta(|m| m.workers_seen = seen);
+        }
         let checkpointer = self.checkpointer()?.clone();
         // Leases the table gives to someone else are lost before anything is planned (a pause
         // may have hidden it from the renewals); their workers stop, and until they have, their
@@ -131,7 +144,6 @@ impl CoordinatorState {
         .await?
         .into_iter()
         .collect();
-        let now = system_time_to_millis(self.shared.api.wall_clock());
         // Shards ended by any worker are ended here too (lineage, status, completion).
         for l in leases
             .iter()
