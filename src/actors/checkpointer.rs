@@ -571,14 +571,18 @@ impl Actor for Checkpointer {
                     .as_ref()
                     .map(|l| {
                         l.held
-                            .keys()
-                            .filter(|shard| {
+                            .iter()
+                            .filter(|(shard, held)| {
+                                // A listing older than this worker's own last write (a stale
+                                // read: its counter is lower) says nothing about the lease now.
                                 listed
                                     .iter()
                                     .find(|lease| &lease.shard_id == *shard)
-                                    .is_some_and(|lease| lease.owner != me)
+                                    .is_some_and(|lease| {
+                                        lease.owner != me && lease.counter >= held.counter
+                                    })
                             })
-                            .cloned()
+                            .map(|(shard, _)| shard.clone())
                             .collect()
                     })
                     .unwrap_or_default();

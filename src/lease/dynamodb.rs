@@ -715,39 +715,52 @@ modeled_codes! {
     }
 }
 
+impl DynamoDbLeaseStore {
+    /// Every lease under `lease_key`, page after page; `consistent`: a strongly consistent read (one
+    /// read unit per 4 KB of leases) or an eventually consistent one (half).
+    async fn query_leases(
+        &self,
+        lease_key: String,
+        consistent: bool,
+    ) -> Result<Vec<Lease>, LeaseError> {
+        let mut leases = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#lk = :lk")
+                .expression_attribute_names("#lk", LEASE_KEY)
+                .expression_attribute_values(":lk", s(lease_key.clone()))
+                .consistent_read(consistent)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.classify("Query", e))?;
+            for item in out.items() {
+                leases.push(self.lease_from_item(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(last) if !last.is_empty() => start = Some(last),
+                _ => break,
+            }
+        }
+        Ok(leases)
+    }
+}
+
 impl LeaseStore for DynamoDbLeaseStore {
     fn ensure_table(&self) -> BoxFuture<'_, Result<(), LeaseError>> {
         Box::pin(self.ensure())
     }
 
     fn list(&self, key: &StreamKey) -> BoxFuture<'_, Result<Vec<Lease>, LeaseError>> {
-        let lease_key = lease_key(key);
-        Box::pin(async move {
-            let mut leases = Vec::new();
-            let mut start: Option<Item> = None;
-            loop {
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("#lk = :lk")
-                    .expression_attribute_names("#lk", LEASE_KEY)
-                    .expression_attribute_values(":lk", s(lease_key.clone()))
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(|e| self.classify("Query", e))?;
-                for item in out.items() {
-                    leases.push(self.lease_from_item(item)?);
-                }
-                match out.last_evaluated_key {
-                    Some(last) if !last.is_empty() => start = Some(last),
-                    _ => break,
-                }
-            }
-            Ok(leases)
-        })
+        Box::pin(self.query_leases(lease_key(key), true))
+    }
+
+    fn list_recent(&self, key: &StreamKey) -> BoxFuture<'_, Result<Vec<Lease>, LeaseError>> {
+        Box::pin(self.query_leases(lease_key(key), false))
     }
 
     fn create(
@@ -1488,5 +1501,36 @@ mod tests {
         let leases = store(&[&first, &second]).list(&key()).await.expect("list");
         let ids: Vec<_> = leases.iter().map(|l| l.shard_id.as_str()).collect();
         assert_eq!(ids, ["s1", "s2", "s3"]);
+    }
+
+    #[tokio::test]
+    async fn list_recent_reads_every_page_eventually_consistent() {
+        let item = |shard: &str| {
+            let mut i = lease_item(None, 0, 0);
+            i.insert(SHARD_ID.into(), s(shard));
+            i
+        };
+        // Only eventually consistent requests match: a strongly consistent one finds no rule.
+        let first = mock!(ddb::Client::query)
+            .match_requests(|r| {
+                r.exclusive_start_key().is_none() && r.consistent_read() == Some(false)
+            })
+            .then_output(move || {
+                QueryOutput::builder()
+                    .items(item("s1"))
+                    .set_last_evaluated_key(Some(DynamoDbLeaseStore::key_item(&key(), "s1")))
+                    .build()
+            });
+        let second = mock!(ddb::Client::query)
+            .match_requests(|r| {
+                r.exclusive_start_key().is_some() && r.consistent_read() == Some(false)
+            })
+            .then_output(move || QueryOutput::builder().items(item("s2")).build());
+        let leases = store(&[&first, &second])
+            .list_recent(&key())
+            .await
+            .expect("list_recent");
+        let ids: Vec<_> = leases.iter().map(|l| l.shard_id.as_str()).collect();
+        assert_eq!(ids, ["s1", "s2"]);
     }
 }

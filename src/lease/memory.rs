@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
@@ -25,12 +25,52 @@ type Leases = BTreeMap<StreamKey, BTreeMap<String, Lease>>;
 #[derive(Debug, Clone, Default)]
 pub struct MemoryLeaseStore {
     inner: Arc<Mutex<Leases>>,
+    /// With stale reads: recent versions of every lease, and the dice.
+    stale: Option<Arc<Mutex<Stale>>>,
 }
+
+/// What [`MemoryLeaseStore::with_stale_reads`] keeps.
+#[derive(Debug)]
+struct Stale {
+    rng: fastrand::Rng,
+    versions: BTreeMap<(StreamKey, String), VecDeque<Lease>>,
+}
+
+/// How many versions of a lease a stale read may go back to.
+const STALE_VERSIONS: usize = 4;
 
 impl MemoryLeaseStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose [`list_recent`](LeaseStore::list_recent) answers like an eventually
+    /// consistent read: each lease, independently, as it is or as one of its last few versions
+    /// (drawn from `seed`). For tests of what a worker does with a stale listing.
+    pub fn with_stale_reads(seed: u64) -> Self {
+        Self {
+            inner: Arc::default(),
+            stale: Some(Arc::new(Mutex::new(Stale {
+                rng: fastrand::Rng::with_seed(seed),
+                versions: BTreeMap::new(),
+            }))),
+        }
+    }
+
+    /// Remember `lease` as the newest version of itself (stale reads only).
+    fn remember(&self, key: &StreamKey, lease: &Lease) {
+        if let Some(stale) = &self.stale {
+            let mut stale = stale.lock().unwrap_or_else(|p| p.into_inner());
+            let versions = stale
+                .versions
+                .entry((key.clone(), lease.shard_id.clone()))
+                .or_default();
+            versions.push_back(lease.clone());
+            if versions.len() > STALE_VERSIONS {
+                versions.pop_front();
+            }
+        }
     }
 
     /// A copy of every lease of `key`, sorted by shard id.
@@ -57,7 +97,13 @@ impl MemoryLeaseStore {
     ) -> Result<T, LeaseError> {
         let mut leases = self.lock();
         match leases.get_mut(key).and_then(|l| l.get_mut(shard_id)) {
-            Some(lease) => write(lease),
+            Some(lease) => {
+                let out = write(lease);
+                if out.is_ok() {
+                    self.remember(key, lease);
+                }
+                out
+            }
             None => Err(not_found(key, shard_id)),
         }
     }
@@ -73,6 +119,22 @@ impl LeaseStore for MemoryLeaseStore {
         Box::pin(async move { Ok(out) })
     }
 
+    fn list_recent(&self, key: &StreamKey) -> BoxFuture<'_, Result<Vec<Lease>, LeaseError>> {
+        let mut out = self.snapshot(key);
+        if let Some(stale) = &self.stale {
+            let mut stale = stale.lock().unwrap_or_else(|p| p.into_inner());
+            let Stale { rng, versions } = &mut *stale;
+            for lease in &mut out {
+                if let Some(v) = versions.get(&(key.clone(), lease.shard_id.clone())) {
+                    if let Some(old) = v.get(rng.usize(..v.len())) {
+                        *lease = old.clone();
+                    }
+                }
+            }
+        }
+        Box::pin(async move { Ok(out) })
+    }
+
     fn create(
         &self,
         key: &StreamKey,
@@ -84,10 +146,9 @@ impl LeaseStore for MemoryLeaseStore {
         let created = if shards.contains_key(shard_id) {
             false
         } else {
-            shards.insert(
-                shard_id.to_owned(),
-                Lease::new_free(shard_id, parent_shard_ids),
-            );
+            let lease = Lease::new_free(shard_id, parent_shard_ids);
+            self.remember(key, &lease);
+            shards.insert(shard_id.to_owned(), lease);
             true
         };
         Box::pin(async move { Ok(created) })

@@ -204,7 +204,8 @@ impl std::error::Error for LeaseError {
 /// Contract for implementors: every write is atomic and conditional as documented per method;
 /// a refused condition is [`Conflict`](LeaseErrorKind::Conflict) (or
 /// [`NotFound`](LeaseErrorKind::NotFound) when the lease is missing) and changes nothing; a
-/// successful write increments the counter by exactly one. Reads are strongly consistent.
+/// successful write increments the counter by exactly one. Reads are strongly consistent, except
+/// [`list_recent`](LeaseStore::list_recent)'s.
 pub trait LeaseStore: Send + Sync + 'static {
     /// Create the table if missing (DynamoDB: on-demand billing, hash key `leaseKey` =
     /// `"{application}|{stream_arn}"`, range key `shardId`), or validate its key schema if it
@@ -214,6 +215,16 @@ pub trait LeaseStore: Send + Sync + 'static {
 
     /// Every lease of `key`, sorted by shard id (paged internally; consistent read).
     fn list(&self, key: &StreamKey) -> BoxFuture<'_, Result<Vec<Lease>, LeaseError>>;
+
+    /// Every lease of `key`, sorted by shard id, where each lease may be an older version of
+    /// itself (DynamoDB: an eventually consistent read, at half the read units of
+    /// [`list`](Self::list)). What a worker's balancing round reads: every decision it takes
+    /// from the listing is a write conditional on the listed counter, so a stale lease makes
+    /// that write fail ([`Conflict`](LeaseErrorKind::Conflict)) and nothing else. Default:
+    /// [`list`](Self::list).
+    fn list_recent(&self, key: &StreamKey) -> BoxFuture<'_, Result<Vec<Lease>, LeaseError>> {
+        self.list(key)
+    }
 
     /// Create a free lease for a new shard if none exists (conditional on absence).
     /// `Ok(true)`: created; `Ok(false)`: it existed (and is left as it was).
@@ -296,6 +307,10 @@ pub trait LeaseStore: Send + Sync + 'static {
 impl<T: LeaseStore + ?Sized> LeaseStore for std::sync::Arc<T> {
     fn ensure_table(&self) -> BoxFuture<'_, Result<(), LeaseError>> {
         (**self).ensure_table()
+    }
+
+    fn list_recent(&self, key: &StreamKey) -> BoxFuture<'_, Result<Vec<Lease>, LeaseError>> {
+        (**self).list_recent(key)
     }
 
     fn list(&self, key: &StreamKey) -> BoxFuture<'_, Result<Vec<Lease>, LeaseError>> {

@@ -301,3 +301,48 @@ async fn a_newcomer_is_handed_its_share_and_nothing_repeats() {
     // Exactly once: the moves repeat nothing.
     check_deliveries(&written, &log.snapshot(), true);
 }
+
+/// Balancing rounds read the lease table as an eventually consistent read may answer (each
+/// lease possibly one of its last versions): a newcomer is still handed its share, no worker
+/// drops a lease it holds because a stale listing named its previous owner, and nothing
+/// repeats.
+#[tokio::test(start_paused = true)]
+async fn stale_lease_listings_move_nothing_twice_and_lose_no_lease() {
+    let sim = Simulator::builder().initial_shards(8).seed(47).build();
+    let leases = MemoryLeaseStore::with_stale_reads(47);
+    let log = Log::new();
+    let (w1, e1) = worker(&sim, &leases, &log, "w1").await;
+    let (w2, e2) = worker(&sim, &leases, &log, "w2").await;
+    let mut written = Written::default();
+    periodic_check(
+        || balanced(&owners(&leases, &sim), &["w1", "w2"], 8),
+        Duration::from_secs(120),
+        "2 workers balanced",
+    )
+    .await;
+    let (w3, e3) = worker(&sim, &leases, &log, "w3").await;
+    for round in 0..60 {
+        for i in 0..10 {
+            written.put(&sim, &format!("k{}", (round * 10 + i) % 97));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    periodic_check(
+        || balanced(&owners(&leases, &sim), &["w1", "w2", "w3"], 8),
+        Duration::from_secs(120),
+        "3 workers balanced",
+    )
+    .await;
+    periodic_check(
+        || written.all_delivered(&log.snapshot()),
+        Duration::from_secs(120),
+        "every record",
+    )
+    .await;
+    for w in [w1, w2, w3] {
+        w.shutdown().await.expect("shutdown");
+    }
+    let lost = |e: &Events| e.count(|x| matches!(x, ConsumerEvent::LeaseLost { .. }));
+    assert_eq!(lost(&e1) + lost(&e2) + lost(&e3), 0, "no lease was lost");
+    check_deliveries(&written, &log.snapshot(), true);
+}

@@ -111,7 +111,10 @@ impl CoordinatorState {
         if self.stopping {
             return Ok(());
         }
-        let leases = match store.list(&self.key).await {
+        // An eventually consistent read, at half the cost: everything decided from it is a
+        // write conditional on the listed counter (a stale lease fails its condition), and the
+        // reconciliation below trusts a listing only where it is newer than what is held.
+        let leases = match store.list_recent(&self.key).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "listing leases failed; balancing next round");
