@@ -328,7 +328,7 @@ async fn run_seed(seed: u64) {
         // Every other seed, balancing rounds read leases as an eventually consistent read
         // would: each lease possibly one of its last versions.
         leases: leases.then(|| {
-            if seed % 2 == 0 {
+            if seed.is_multiple_of(2) {
                 MemoryLeaseStore::with_stale_reads(seed)
             } else {
                 MemoryLeaseStore::new()
