@@ -1473,16 +1473,17 @@ mod tests {
         assert_eq!(err.kind(), LeaseErrorKind::Conflict);
     }
 
-    #[tokio::test]
-    async fn list_follows_pages() {
+    /// Two pages of leases (`s1`, `s2`; then `s3`), served only to requests whose
+    /// `ConsistentRead` is `consistent`: any other request finds no rule and fails.
+    async fn list_two_pages(consistent: bool, recent: bool) -> Vec<String> {
         let item = |shard: &str| {
             let mut i = lease_item(None, 0, 0);
             i.insert(SHARD_ID.into(), s(shard));
             i
         };
         let first = mock!(ddb::Client::query)
-            .match_requests(|r| {
-                r.exclusive_start_key().is_none() && r.consistent_read() == Some(true)
+            .match_requests(move |r| {
+                r.exclusive_start_key().is_none() && r.consistent_read() == Some(consistent)
             })
             .then_output(move || {
                 QueryOutput::builder()
@@ -1492,45 +1493,30 @@ mod tests {
                     .build()
             });
         let second = mock!(ddb::Client::query)
-            .match_requests(|r| {
-                r.exclusive_start_key()
-                    .and_then(|k| k.get(SHARD_ID))
-                    .is_some_and(|v| v == &s("s2"))
+            .match_requests(move |r| {
+                r.consistent_read() == Some(consistent)
+                    && r.exclusive_start_key()
+                        .and_then(|k| k.get(SHARD_ID))
+                        .is_some_and(|v| v == &s("s2"))
             })
             .then_output(move || QueryOutput::builder().items(item("s3")).build());
-        let leases = store(&[&first, &second]).list(&key()).await.expect("list");
-        let ids: Vec<_> = leases.iter().map(|l| l.shard_id.as_str()).collect();
-        assert_eq!(ids, ["s1", "s2", "s3"]);
+        let store = store(&[&first, &second]);
+        let leases = if recent {
+            store.list_recent(&key()).await
+        } else {
+            store.list(&key()).await
+        };
+        let leases = leases.expect("list");
+        leases.into_iter().map(|l| l.shard_id).collect()
+    }
+
+    #[tokio::test]
+    async fn list_follows_pages_strongly_consistent() {
+        assert_eq!(list_two_pages(true, false).await, ["s1", "s2", "s3"]);
     }
 
     #[tokio::test]
     async fn list_recent_reads_every_page_eventually_consistent() {
-        let item = |shard: &str| {
-            let mut i = lease_item(None, 0, 0);
-            i.insert(SHARD_ID.into(), s(shard));
-            i
-        };
-        // Only eventually consistent requests match: a strongly consistent one finds no rule.
-        let first = mock!(ddb::Client::query)
-            .match_requests(|r| {
-                r.exclusive_start_key().is_none() && r.consistent_read() == Some(false)
-            })
-            .then_output(move || {
-                QueryOutput::builder()
-                    .items(item("s1"))
-                    .set_last_evaluated_key(Some(DynamoDbLeaseStore::key_item(&key(), "s1")))
-                    .build()
-            });
-        let second = mock!(ddb::Client::query)
-            .match_requests(|r| {
-                r.exclusive_start_key().is_some() && r.consistent_read() == Some(false)
-            })
-            .then_output(move || QueryOutput::builder().items(item("s2")).build());
-        let leases = store(&[&first, &second])
-            .list_recent(&key())
-            .await
-            .expect("list_recent");
-        let ids: Vec<_> = leases.iter().map(|l| l.shard_id.as_str()).collect();
-        assert_eq!(ids, ["s1", "s2"]);
+        assert_eq!(list_two_pages(false, true).await, ["s1", "s2", "s3"]);
     }
 }

@@ -105,14 +105,7 @@ async fn a_profile_supplies_credentials_and_region() {
     )
     .expect("config");
     let endpoint = server().endpoint.clone();
-    let once = [
-        "tail",
-        "--table",
-        "orders",
-        "--from",
-        "trim-horizon",
-        "--once",
-    ];
+    let once = crate::common::TAIL_ORDERS_ONCE;
     // --profile, and AWS_PROFILE.
     for (vars, extra) in [
         (
@@ -150,14 +143,7 @@ async fn quiet_and_verbose() {
     let c = clients("cli_verbosity");
     create_table(&c, "orders", StreamViewType::NewAndOldImages).await;
     put(&c, "orders", &item(1, 1)).await;
-    let once = [
-        "tail",
-        "--table",
-        "orders",
-        "--from",
-        "trim-horizon",
-        "--once",
-    ];
+    let once = crate::common::TAIL_ORDERS_ONCE;
 
     let out = run_cli(&c, &once).await;
     assert!(out.status.success());

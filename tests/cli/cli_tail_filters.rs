@@ -31,14 +31,7 @@ fn printed(out: &Output) -> Vec<(String, String, String)> {
 }
 
 async fn once(c: &TestClients, extra: &[&str]) -> Vec<(String, String, String)> {
-    let mut args = vec![
-        "tail",
-        "--table",
-        "orders",
-        "--from",
-        "trim-horizon",
-        "--once",
-    ];
+    let mut args = crate::common::TAIL_ORDERS_ONCE.to_vec();
     args.extend_from_slice(extra);
     let out = tokio::time::timeout(Duration::from_secs(120), run_cli(c, &args))
         .await

@@ -126,16 +126,7 @@ fn assert_no_number_changes_through_a_double(lines: &[String]) {
 async fn tail(c: &crate::ddb_local::TestClients, format: &str) -> Vec<String> {
     let out = run_cli(
         c,
-        &[
-            "tail",
-            "--table",
-            "orders",
-            "--from",
-            "trim-horizon",
-            "--once",
-            "--format",
-            format,
-        ],
+        &[&crate::common::TAIL_ORDERS_ONCE[..], &["--format", format]].concat(),
     )
     .await;
     assert!(out.status.success(), "{format}: {}", stderr(&out));

@@ -204,6 +204,16 @@ impl TableSource for CountingTable {
 // ----- DynamoDB Local -----
 
 /// The `ddbstream` binary, set up for `c`'s namespace on DynamoDB Local.
+/// `tail` of the tests' `orders` table from its trim horizon, once (add options after it).
+pub const TAIL_ORDERS_ONCE: [&str; 6] = [
+    "tail",
+    "--table",
+    "orders",
+    "--from",
+    "trim-horizon",
+    "--once",
+];
+
 pub fn ddbstream(c: &TestClients) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddbstream"));
     // Only the test's own settings: no profile or credentials of the machine.

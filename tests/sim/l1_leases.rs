@@ -242,33 +242,30 @@ async fn parents_end_before_children_across_workers() {
     );
 }
 
-/// A newcomer asks for its share and the busier workers hand leases over: each stops reading the
-/// shard, lets its handler finish, writes the checkpoint and makes the newcomer the owner, which
-/// starts right after it. Under steady writes, nothing is lost and nothing is delivered twice.
-#[tokio::test(start_paused = true)]
-async fn a_newcomer_is_handed_its_share_and_nothing_repeats() {
-    let sim = Simulator::builder().initial_shards(8).seed(43).build();
-    let leases = MemoryLeaseStore::new();
+/// Two workers balanced on 8 shards of `sim`, a third joining while writes go on, until all
+/// three are balanced and every record was delivered; then all shut down gracefully. The three
+/// workers' events, what was written and the delivery log.
+async fn newcomer_joins(sim: &Simulator, leases: &MemoryLeaseStore) -> ([Events; 3], Written, Log) {
     let log = Log::new();
-    let (w1, e1) = worker(&sim, &leases, &log, "w1").await;
-    let (w2, e2) = worker(&sim, &leases, &log, "w2").await;
+    let (w1, e1) = worker(sim, leases, &log, "w1").await;
+    let (w2, e2) = worker(sim, leases, &log, "w2").await;
     let mut written = Written::default();
     periodic_check(
-        || balanced(&owners(&leases, &sim), &["w1", "w2"], 8),
+        || balanced(&owners(leases, sim), &["w1", "w2"], 8),
         Duration::from_secs(120),
         "2 workers balanced",
     )
     .await;
     // Writes go on while the newcomer joins and leases move.
-    let (w3, e3) = worker(&sim, &leases, &log, "w3").await;
+    let (w3, e3) = worker(sim, leases, &log, "w3").await;
     for round in 0..60 {
         for i in 0..10 {
-            written.put(&sim, &format!("k{}", (round * 10 + i) % 97));
+            written.put(sim, &format!("k{}", (round * 10 + i) % 97));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     periodic_check(
-        || balanced(&owners(&leases, &sim), &["w1", "w2", "w3"], 8),
+        || balanced(&owners(leases, sim), &["w1", "w2", "w3"], 8),
         Duration::from_secs(120),
         "3 workers balanced",
     )
@@ -282,8 +279,22 @@ async fn a_newcomer_is_handed_its_share_and_nothing_repeats() {
     for w in [w1, w2, w3] {
         w.shutdown().await.expect("shutdown");
     }
+    ([e1, e2, e3], written, log)
+}
+
+fn lost(e: &Events) -> usize {
+    e.count(|x| matches!(x, ConsumerEvent::LeaseLost { .. }))
+}
+
+/// A newcomer asks for its share and the busier workers hand leases over: each stops reading the
+/// shard, lets its handler finish, writes the checkpoint and makes the newcomer the owner, which
+/// starts right after it. Under steady writes, nothing is lost and nothing is delivered twice.
+#[tokio::test(start_paused = true)]
+async fn a_newcomer_is_handed_its_share_and_nothing_repeats() {
+    let sim = Simulator::builder().initial_shards(8).seed(43).build();
+    let leases = MemoryLeaseStore::new();
+    let ([e1, e2, e3], written, log) = newcomer_joins(&sim, &leases).await;
     let handed = |e: &Events| e.count(|x| matches!(x, ConsumerEvent::LeaseHandedOver { .. }));
-    let lost = |e: &Events| e.count(|x| matches!(x, ConsumerEvent::LeaseLost { .. }));
     let stolen = |e: &Events| {
         e.count(|x| {
             matches!(
@@ -310,39 +321,7 @@ async fn a_newcomer_is_handed_its_share_and_nothing_repeats() {
 async fn stale_lease_listings_move_nothing_twice_and_lose_no_lease() {
     let sim = Simulator::builder().initial_shards(8).seed(47).build();
     let leases = MemoryLeaseStore::with_stale_reads(47);
-    let log = Log::new();
-    let (w1, e1) = worker(&sim, &leases, &log, "w1").await;
-    let (w2, e2) = worker(&sim, &leases, &log, "w2").await;
-    let mut written = Written::default();
-    periodic_check(
-        || balanced(&owners(&leases, &sim), &["w1", "w2"], 8),
-        Duration::from_secs(120),
-        "2 workers balanced",
-    )
-    .await;
-    let (w3, e3) = worker(&sim, &leases, &log, "w3").await;
-    for round in 0..60 {
-        for i in 0..10 {
-            written.put(&sim, &format!("k{}", (round * 10 + i) % 97));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    periodic_check(
-        || balanced(&owners(&leases, &sim), &["w1", "w2", "w3"], 8),
-        Duration::from_secs(120),
-        "3 workers balanced",
-    )
-    .await;
-    periodic_check(
-        || written.all_delivered(&log.snapshot()),
-        Duration::from_secs(120),
-        "every record",
-    )
-    .await;
-    for w in [w1, w2, w3] {
-        w.shutdown().await.expect("shutdown");
-    }
-    let lost = |e: &Events| e.count(|x| matches!(x, ConsumerEvent::LeaseLost { .. }));
+    let ([e1, e2, e3], written, log) = newcomer_joins(&sim, &leases).await;
     assert_eq!(lost(&e1) + lost(&e2) + lost(&e3), 0, "no lease was lost");
     check_deliveries(&written, &log.snapshot(), true);
 }
