@@ -58,15 +58,10 @@ async fn replica_wal_and_checkpoint_files_are_private() {
     let out = run_cli(
         &c,
         &[
-            "tail",
-            "--table",
-            "orders",
-            "--from",
-            "trim-horizon",
-            "--once",
-            "--checkpoint",
-            checkpoint.to_str().expect("utf-8"),
-        ],
+            &crate::common::TAIL_ORDERS_ONCE[..],
+            &["--checkpoint", checkpoint.to_str().expect("utf-8")],
+        ]
+        .concat(),
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -91,15 +86,10 @@ async fn unwritable_outputs_are_refused_before_anything_is_read() {
         let out = run_cli(
             &c,
             &[
-                "tail",
-                "--table",
-                "orders",
-                "--from",
-                "trim-horizon",
-                "--once",
-                "--checkpoint",
-                checkpoint.to_str().expect("utf-8"),
-            ],
+                &crate::common::TAIL_ORDERS_ONCE[..],
+                &["--checkpoint", checkpoint.to_str().expect("utf-8")],
+            ]
+            .concat(),
         )
         .await;
         assert_one_line_error(&out, "cannot keep positions in --checkpoint");
