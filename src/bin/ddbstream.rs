@@ -349,10 +349,14 @@ struct StatusArgs {
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
 
-    /// Compare with the positions in this replica database (`replicate --db`). Opened read
-    /// only.
-    #[arg(long, value_name = "FILE")]
+    /// Compare with the positions in this replica (`replicate --to`): a SQLite file, or a
+    /// PostgreSQL URL (`postgres://user@host/db`). Read only: nothing is created or written.
+    #[arg(long, value_name = "DB")]
     db: Option<PathBuf>,
+
+    /// PostgreSQL: the schema holding the replica (`replicate --pg-schema`).
+    #[arg(long, value_name = "NAME", default_value = "ddbstream")]
+    pg_schema: String,
 
     /// Whose positions to read [default: ddbstream-tail with --checkpoint, replicate with
     /// --db].

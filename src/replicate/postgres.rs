@@ -153,6 +153,29 @@ impl PostgresReplicaBuilder {
     /// ([`Error::InvalidArgument`], nothing written); a server that cannot be reached
     /// ([`CheckpointErrorKind::Io`], retryable).
     pub async fn connect(self) -> Result<PostgresReplica> {
+        self.open(true).await
+    }
+
+    /// Connect to a replica that exists, creating nothing: for readers of its positions (such
+    /// as `ddbstream status`). A schema that holds no ddbstream replica is
+    /// [`Error::InvalidArgument`]; otherwise as [`connect`](Self::connect).
+    ///
+    /// ```no_run
+    /// # async fn f() -> dynamodb_stream::Result<()> {
+    /// use dynamodb_stream::checkpoint::CheckpointStore;
+    /// use dynamodb_stream::replicate::PostgresReplica;
+    /// let replica = PostgresReplica::builder("postgres://reader@127.0.0.1/copies")
+    ///     .open_existing()
+    ///     .await?;
+    /// let streams = replica.streams("replicate").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn open_existing(self) -> Result<PostgresReplica> {
+        self.open(false).await
+    }
+
+    /// `create`: make the schema and its tables when missing.
+    async fn open(self, create: bool) -> Result<PostgresReplica> {
         check_identifier("schema", &self.schema)?;
         if let Some(t) = &self.items_table {
             check_identifier("items table", t)?;
@@ -183,7 +206,7 @@ impl PostgresReplicaBuilder {
         };
         {
             let mut conn = pool.get().await?;
-            prepare_schema(conn.client(), &self.schema, &pool.shown).await?;
+            prepare_schema(conn.client(), &self.schema, &pool.shown, create).await?;
             conn.done();
         }
         Ok(PostgresReplica {
@@ -569,7 +592,21 @@ async fn lock(tx: &Transaction<'_>, what: &str) -> std::result::Result<(), Check
 
 /// Check that `schema` is ours (or absent, or empty: then create our tables in it). Looks before
 /// it writes: a schema of another application or version is left exactly as it was.
-async fn prepare_schema(client: &mut Client, schema: &str, shown: &str) -> Result<()> {
+/// A reader found no replica where it was told to look.
+fn no_replica(schema: &str, shown: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "schema {schema:?} of {shown} holds no ddbstream replica (made by `ddbstream replicate \
+         --to postgres://…`)"
+    ))
+}
+
+/// Check the replica's schema, and with `create` make what is missing.
+async fn prepare_schema(
+    client: &mut Client,
+    schema: &str,
+    shown: &str,
+    create: bool,
+) -> Result<()> {
     let s = quote(schema);
     let tx = client
         .transaction()
@@ -615,6 +652,9 @@ async fn prepare_schema(client: &mut Client, schema: &str, shown: &str) -> Resul
             tx.rollback().await.map_err(|e| db("end transaction", e))?;
             return Ok(());
         }
+        if !create {
+            return Err(no_replica(schema, shown));
+        }
         let objects: i64 = tx
             .query_one(
                 "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n
@@ -629,6 +669,8 @@ async fn prepare_schema(client: &mut Client, schema: &str, shown: &str) -> Resul
         if objects > 0 {
             return Err(foreign_schema(schema, shown));
         }
+    } else if !create {
+        return Err(no_replica(schema, shown));
     } else {
         tx.batch_execute(&format!(
             "CREATE SCHEMA {s};

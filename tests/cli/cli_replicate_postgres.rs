@@ -46,6 +46,52 @@ async fn replicate_into_postgres_and_resume_without_rescanning() {
     let copy = by_key(sink.items().await.expect("items"));
     assert_same_items(&copy, &scan_table(&c, "orders").await, "postgres copy");
     assert_eq!(copy.len(), 149);
+
+    // `status` reads the replica's positions — caught up now, behind after two more writes —
+    // and changes nothing in the database.
+    let before = postgres::server().dump(postgres::database_name(&url));
+    let status = ["status", "--table", "orders", "--db", &url, "--json"];
+    let doc = json_of(&run_cli(&c, &status).await);
+    assert_eq!(doc["store"]["kind"], "replica_database", "{doc:#}");
+    assert_eq!(doc["store"]["application"], "replicate", "{doc:#}");
+    assert_eq!(doc["store"]["found"], true, "{doc:#}");
+    assert_eq!(doc["shards"][0]["position"], "caught_up", "{doc:#}");
+    for id in 200..202 {
+        put(&c, "orders", &item(id, 1)).await;
+    }
+    let doc = json_of(&run_cli(&c, &status).await);
+    assert_eq!(
+        doc["shards"][0]["checkpoint"]["state"], "processed",
+        "{doc:#}"
+    );
+    assert_eq!(doc["shards"][0]["position"], "behind", "{doc:#}");
+    assert_eq!(doc["shards"][0]["unreadOnFirstPage"], 2, "{doc:#}");
+
+    // Another schema holds no replica: one sentence, and nothing is created.
+    let other = [
+        "status",
+        "--table",
+        "orders",
+        "--db",
+        &url,
+        "--pg-schema",
+        "elsewhere",
+    ];
+    let out = run_cli(&c, &other).await;
+    assert_one_line_error(&out, "schema \"elsewhere\"");
+    assert_one_line_error(&out, "holds no ddbstream replica");
+    assert_eq!(
+        postgres::server().dump(postgres::database_name(&url)),
+        before,
+        "status changed the database"
+    );
+}
+
+/// A successful command's standard output as JSON.
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "failed:\n{}", stderr(out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -171,20 +171,23 @@ impl std::fmt::Display for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "{}", path.display()),
-            Self::Postgres(url) => {
-                // postgres://user:password@host/db → postgres://user@host/db
-                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
-                let shown = match rest.split_once('@') {
-                    Some((userinfo, host)) => {
-                        let user = userinfo.split(':').next().unwrap_or_default();
-                        format!("{user}@{host}")
-                    }
-                    None => rest.to_owned(),
-                };
-                write!(f, "{scheme}://{shown}")
-            }
+            Self::Postgres(url) => write!(f, "{}", shown_url(url)),
         }
     }
+}
+
+/// A PostgreSQL URL as it may be shown: `postgres://user:password@host/db` →
+/// `postgres://user@host/db`.
+pub(crate) fn shown_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let shown = match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{user}@{host}")
+        }
+        None => rest.to_owned(),
+    };
+    format!("{scheme}://{shown}")
 }
 
 /// The table and its stream, found by the library's classified DescribeTable first (which says

@@ -194,6 +194,8 @@ enum StoreKind {
     File(FileCheckpointStore),
     /// A replica database, opened read only (`SqliteReplica::open` creates and migrates).
     Replica(rusqlite::Connection),
+    /// A PostgreSQL replica, opened without creating anything.
+    Postgres(dynamodb_stream::replicate::PostgresReplica),
 }
 
 /// What a store holds for one stream.
@@ -213,9 +215,33 @@ impl Store {
                 file.streams(TAIL_APPLICATION)
                     .await
                     .map_err(|e| e.to_string())?;
-                (path, StoreKind::File(file))
+                (path.as_path(), StoreKind::File(file))
+            }
+            (None, Some(url)) if is_postgres(url) => {
+                let url = url.to_string_lossy();
+                let replica = dynamodb_stream::replicate::PostgresReplica::builder(url.as_ref())
+                    .schema(args.pg_schema.clone())
+                    .connections(1)
+                    .open_existing()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // Shown without its password.
+                let shown = PathBuf::from(crate::replicate::shown_url(&url));
+                return Ok(Some(Store {
+                    application: args
+                        .application
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_APPLICATION.to_owned()),
+                    path: shown,
+                    kind: StoreKind::Postgres(replica),
+                }));
             }
             (None, Some(path)) => {
+                // `replicate --to` takes `sqlite:FILE` too.
+                let path = match path.to_str().and_then(|s| s.strip_prefix("sqlite:")) {
+                    Some(file) => Path::new(file),
+                    None => path.as_path(),
+                };
                 must_exist(path, "replica database")?;
                 (path, StoreKind::Replica(open_replica(path)?))
             }
@@ -223,14 +249,14 @@ impl Store {
         };
         let default = match kind {
             StoreKind::File(_) => TAIL_APPLICATION,
-            StoreKind::Replica(_) => DEFAULT_APPLICATION,
+            StoreKind::Replica(_) | StoreKind::Postgres(_) => DEFAULT_APPLICATION,
         };
         Ok(Some(Store {
             application: args
                 .application
                 .clone()
                 .unwrap_or_else(|| default.to_owned()),
-            path: path.clone(),
+            path: path.to_path_buf(),
             kind,
         }))
     }
@@ -238,33 +264,50 @@ impl Store {
     fn kind_name(&self) -> &'static str {
         match self.kind {
             StoreKind::File(_) => "checkpoint file",
-            StoreKind::Replica(_) => "replica database",
+            StoreKind::Replica(_) | StoreKind::Postgres(_) => "replica database",
         }
     }
 
     async fn load(&self, stream_arn: &str) -> Result<Stored, String> {
         match &self.kind {
-            StoreKind::File(file) => {
-                let key = StreamKey {
-                    application: self.application.clone(),
-                    stream_arn: stream_arn.to_owned(),
-                };
-                let checkpoints = file.load(&key).await.map_err(|e| e.to_string())?;
-                let mut other_streams = file
-                    .streams(&self.application)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                other_streams.retain(|a| a != stream_arn);
-                Ok(Stored {
-                    checkpoints,
-                    other_streams,
-                })
-            }
+            StoreKind::File(file) => self.load_from(file, stream_arn).await,
+            StoreKind::Postgres(replica) => self.load_from(replica, stream_arn).await,
             StoreKind::Replica(conn) => {
                 load_replica(conn, &self.path, &self.application, stream_arn)
             }
         }
     }
+}
+
+impl Store {
+    /// The positions of this application on `stream_arn` in a checkpoint store, and the other
+    /// streams it has positions on.
+    async fn load_from(
+        &self,
+        store: &dyn CheckpointStore,
+        stream_arn: &str,
+    ) -> Result<Stored, String> {
+        let key = StreamKey {
+            application: self.application.clone(),
+            stream_arn: stream_arn.to_owned(),
+        };
+        let checkpoints = store.load(&key).await.map_err(|e| e.to_string())?;
+        let mut other_streams = store
+            .streams(&self.application)
+            .await
+            .map_err(|e| e.to_string())?;
+        other_streams.retain(|a| a != stream_arn);
+        Ok(Stored {
+            checkpoints,
+            other_streams,
+        })
+    }
+}
+
+/// `--db postgres://…` (or `postgresql://…`).
+fn is_postgres(db: &Path) -> bool {
+    db.to_str()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
 }
 
 fn must_exist(path: &Path, what: &str) -> Result<(), String> {
@@ -859,7 +902,7 @@ impl<'a> Report<'a> {
             json!({
                 "kind": match store.kind {
                     StoreKind::File(_) => "checkpoint_file",
-                    StoreKind::Replica(_) => "replica_database",
+                    StoreKind::Replica(_) | StoreKind::Postgres(_) => "replica_database",
                 },
                 "path": store.path.display().to_string(),
                 "application": store.application,
