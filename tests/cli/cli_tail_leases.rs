@@ -1,7 +1,9 @@
 //! Several `ddbstream tail` processes share one stream through a DynamoDB lease table on
 //! DynamoDB Local: a SIGKILLed worker's shard is taken over within about a lease duration; a
 //! SIGTERMed worker hands its lease back and another takes it without waiting for expiry; a
-//! newcomer joins; every record is printed by some worker (at-least-once across failovers).
+//! newcomer joins; every record is printed by some worker (at-least-once across failovers); a
+//! rolling restart — every worker SIGTERMed in turn and replaced, under writes and rollovers —
+//! prints every record exactly once (planned handoffs repeat nothing).
 //!
 //! DynamoDB Local keeps one open shard per stream, so balancing across many shards is proven on
 //! the simulator (tests/sim/l1_leases.rs); this test proves the real processes, the real lease
@@ -17,7 +19,7 @@ use aws_sdk_dynamodb::types::StreamViewType;
 use serde_json::Value;
 
 use crate::common::{ddbstream, item, Lines, Running};
-use crate::ddb_local::{clients, create_table, TestClients};
+use crate::ddb_local::{clients, create_table, rollover, TestClients};
 
 const LEASE_SECONDS: u64 = 6;
 
@@ -397,4 +399,128 @@ async fn a_paused_owner_prints_nothing_of_its_shard_when_it_wakes() {
         w.process.terminate();
         assert!(w.process.wait(Duration::from_secs(60)).await.success());
     }
+}
+
+/// A planned rolling restart, as a deploy does it: three workers under steady writes, the open
+/// shard rolled over every 1–2 s; four times the worker printing now is stopped with SIGTERM
+/// (it finishes what it printed, writes its checkpoint and gives its leases back) and a new
+/// worker started. Every write is printed, and none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_prints_every_record_exactly_once() {
+    let c = clients("clirolling");
+    create_table(&c, "orders", StreamViewType::NewAndOldImages).await;
+    let mut workers = vec![start(&c, "w1"), start(&c, "w2"), start(&c, "w3")];
+    let written: Arc<Mutex<BTreeSet<(String, u64)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (dynamodb, written, stop) = (c.dynamodb.clone(), written.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let (id, version) = ((n % 40) as u32, n / 40 + 1);
+                let it = item(id, version);
+                dynamodb
+                    .put_item()
+                    .table_name("orders")
+                    .set_item(Some(crate::common::to_sdk(&it)))
+                    .send()
+                    .await
+                    .expect("put");
+                written
+                    .lock()
+                    .unwrap()
+                    .insert((format!("item-{id:05}"), version));
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    };
+    let roller = {
+        let (c, stop) = (c.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut rollovers = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(1_000..2_000))).await;
+                rollover(&c).await;
+                rollovers += 1;
+            }
+            rollovers
+        })
+    };
+
+    let mut seen: Seen = Vec::new();
+    let mut stderr: HashMap<String, String> = HashMap::new();
+    let mut stopped = Vec::new();
+    for round in 0..4 {
+        // The worker printing now.
+        let since = Instant::now();
+        let printer = loop {
+            collect(&workers, &mut seen, &mut stderr);
+            if let Some(w) = printer_since(&seen, since, &[]) {
+                break w;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(60),
+                "round {round}: nobody printed: {stderr:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let i = workers
+            .iter()
+            .position(|w| w.name == printer)
+            .expect("printer");
+        let mut w = workers.remove(i);
+        w.process.terminate();
+        let status = w.process.wait(Duration::from_secs(60)).await;
+        assert!(status.success(), "a SIGTERMed tail exits 0: {status:?}");
+        collect(std::slice::from_ref(&w), &mut seen, &mut stderr);
+        stopped.push(w);
+        workers.push(start(&c, &format!("w{}", round + 4)));
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+    }
+
+    stop.store(true, Ordering::SeqCst);
+    writer.await.expect("writer");
+    let rollovers = roller.await.expect("roller");
+    assert!(rollovers >= 3, "only {rollovers} rollovers");
+    let expected = written.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        collect(&workers, &mut seen, &mut stderr);
+        let printed: BTreeSet<(String, u64)> =
+            seen.iter().map(|(_, _, k, v, _)| (k.clone(), *v)).collect();
+        if expected.is_subset(&printed) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "records lost: {} missing; {stderr:?}",
+            expected.difference(&printed).count()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for w in &mut workers {
+        w.process.terminate();
+        assert!(w.process.wait(Duration::from_secs(60)).await.success());
+    }
+    collect(&workers, &mut seen, &mut stderr);
+    let mut times: HashMap<(String, u64), Vec<(String, String)>> = HashMap::new();
+    for (w, _, k, v, shard) in &seen {
+        times
+            .entry((k.clone(), *v))
+            .or_default()
+            .push((w.clone(), shard.clone()));
+    }
+    let twice: Vec<_> = times.iter().filter(|(_, by)| by.len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} of {} records printed more than once, e.g. {:?}; {stderr:?}",
+        twice.len(),
+        expected.len(),
+        twice.iter().take(5).collect::<Vec<_>>()
+    );
+    eprintln!(
+        "{} records, {rollovers} rollovers, 4 planned handoffs, none printed twice",
+        expected.len()
+    );
 }
