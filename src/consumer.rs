@@ -166,7 +166,8 @@ impl Consumer {
     /// Whether the consumer is doing its job now (for a readiness probe): every shard it owns
     /// is being read, none is quarantined, stalled, restarting, stopped by a gap or blocked in
     /// its handler, no ended shard misses its children, and none lags more than
-    /// `criteria.max_lag`; otherwise why not, shard by shard. See [`Probe`] for a handle that outlives this borrow (to mount in an HTTP server).
+    /// `criteria.max_lag`; otherwise why not, shard by shard. See [`Probe`] for a handle that
+    /// outlives this borrow (to mount in an HTTP server).
     pub fn readiness(&self, criteria: &ReadinessCriteria) -> Readiness {
         self.probe.readiness(criteria)
     }
