@@ -13,6 +13,8 @@
 mod fail;
 #[path = "ddbstream/http.rs"]
 mod http;
+#[path = "ddbstream/otlp.rs"]
+mod otlp;
 #[path = "ddbstream/output.rs"]
 mod output;
 #[path = "ddbstream/replicate.rs"]
@@ -269,6 +271,9 @@ struct TailArgs {
 
     #[command(flatten)]
     http: http::HttpArgs,
+
+    #[command(flatten)]
+    otlp: otlp::OtlpArgs,
 }
 
 #[derive(Debug, Args)]
@@ -330,6 +335,9 @@ struct ReplicateArgs {
 
     #[command(flatten)]
     http: http::HttpArgs,
+
+    #[command(flatten)]
+    otlp: otlp::OtlpArgs,
 }
 
 #[derive(Debug, Args)]
