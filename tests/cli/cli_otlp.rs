@@ -35,6 +35,24 @@ struct Received {
     refused: Vec<String>,
 }
 
+impl Received {
+    /// The last export that carries the records counter, every body having been taken. Counts
+    /// are cumulative: it holds them all.
+    fn last_export(&self) -> &ExportMetricsServiceRequest {
+        assert_eq!(self.refused, Vec::<String>::new());
+        self.requests
+            .iter()
+            .rev()
+            .find(|r| sum_of(r, "ddbstream.records").is_some())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no export with ddbstream.records in {} requests",
+                    self.requests.len()
+                )
+            })
+    }
+}
+
 /// A loopback OTLP/HTTP collector that takes `POST /v1/metrics` with protobuf bodies.
 struct Collector {
     url: String,
@@ -192,21 +210,10 @@ async fn a_once_run_exports_every_delivered_record_to_the_collector() {
     );
     assert!(!log.contains("cannot export"), "{log}");
 
-    let received = collector.received();
-    assert_eq!(received.refused, Vec::<String>::new());
     // The default interval is a minute: this short run's counts come from the export made when
-    // it ended. Counts are cumulative, so the last export holds them all.
-    let last = received
-        .requests
-        .iter()
-        .rev()
-        .find(|r| sum_of(r, "ddbstream.records").is_some())
-        .unwrap_or_else(|| {
-            panic!(
-                "no export with ddbstream.records: {} requests",
-                received.requests.len()
-            )
-        });
+    // it ended.
+    let received = collector.received();
+    let last = received.last_export();
     assert_eq!(sum_of(last, "ddbstream.records"), Some(f64::from(ITEMS)));
     assert_eq!(
         sum_of(last, "ddbstream.records.polled"),
@@ -230,13 +237,7 @@ async fn the_interval_and_service_name_come_from_the_standard_variables() {
     let out = run_within(cmd, WAIT).await;
     assert_eq!(once_printed(&out).len(), ITEMS as usize);
     let received = collector.received();
-    assert_eq!(received.refused, Vec::<String>::new());
-    let last = received
-        .requests
-        .iter()
-        .rev()
-        .find(|r| sum_of(r, "ddbstream.records").is_some())
-        .expect("an export with ddbstream.records");
+    let last = received.last_export();
     assert_eq!(sum_of(last, "ddbstream.records"), Some(f64::from(ITEMS)));
     assert_eq!(service_names(last), vec!["orders-tail".to_owned()]);
 }
@@ -261,10 +262,7 @@ async fn a_follower_stopped_by_sigterm_exports_its_last_counts() {
     tail.terminate();
     assert!(tail.wait(WAIT).await.success());
     let received = collector.received();
-    let last = received
-        .requests
-        .last()
-        .expect("an export when the command ended");
+    let last = received.last_export();
     assert_eq!(sum_of(last, "ddbstream.records"), Some(f64::from(ITEMS)));
 }
 
