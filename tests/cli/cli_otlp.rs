@@ -21,7 +21,7 @@ use prost::Message;
 
 use crate::common::{
     assert_one_line_error, ddbstream, item, once_printed, put, refused_port, run_within, stderr,
-    Lines, Running,
+    Lines, Running, TAIL_ORDERS_ONCE,
 };
 use crate::ddb_local::{clients, create_table, TestClients};
 
@@ -180,15 +180,7 @@ async fn table_with_items(name: &str, n: u32) -> TestClients {
 /// `ddbstream tail --once` from the stream's start, with `extra` arguments.
 fn tail_once(c: &TestClients, extra: &[&str]) -> std::process::Command {
     let mut cmd = ddbstream(c);
-    cmd.args([
-        "tail",
-        "--table",
-        "orders",
-        "--from",
-        "trim-horizon",
-        "--once",
-    ])
-    .args(extra);
+    cmd.args(TAIL_ORDERS_ONCE).args(extra);
     cmd
 }
 
