@@ -1,6 +1,7 @@
-//! `ddbstream tail --otlp-endpoint`: the consumer's metrics pushed over OTLP/HTTP (protobuf) to
-//! a fake collector in the test, which decodes each body with the OTLP protobuf definitions. A
-//! `--once` run's last export carries every record delivered, under `service.name` ddbstream;
+//! `ddbstream tail --otlp-endpoint`: the consumer's metrics and spans pushed over OTLP/HTTP
+//! (protobuf) to a fake collector in the test, which decodes each body with the OTLP protobuf
+//! definitions. A `--once` run's last export carries every record delivered, under
+//! `service.name` ddbstream, and its spans name the shard they polled;
 //! a collector that is down costs warnings, never a record or the exit code; a URL that cannot
 //! be used is one sentence and exit code 1.
 
@@ -15,6 +16,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use prost::Message;
@@ -31,6 +33,7 @@ const WAIT: Duration = Duration::from_secs(120);
 #[derive(Default)]
 struct Received {
     requests: Vec<ExportMetricsServiceRequest>,
+    traces: Vec<ExportTraceServiceRequest>,
     /// Bodies it could not take, described.
     refused: Vec<String>,
 }
@@ -69,6 +72,7 @@ impl Collector {
         let received = Arc::new(Mutex::new(Received::default()));
         let app = Router::new()
             .route("/v1/metrics", post(receive))
+            .route("/v1/traces", post(receive_traces))
             .with_state(received.clone());
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -93,22 +97,16 @@ impl Drop for Collector {
     }
 }
 
+/// What a collector answers: an empty Export…ServiceResponse is full success.
+type Answer = (StatusCode, [(header::HeaderName, &'static str); 1], Vec<u8>);
+
 async fn receive(
     State(received): State<Arc<Mutex<Received>>>,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, [(header::HeaderName, &'static str); 1], Vec<u8>) {
+) -> Answer {
     let mut received = received.lock().unwrap_or_else(|p| p.into_inner());
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let decoded = if content_type == "application/x-protobuf" {
-        ExportMetricsServiceRequest::decode(body).map_err(|e| format!("not OTLP protobuf: {e}"))
-    } else {
-        Err(format!("content type {content_type:?}"))
-    };
-    let status = match decoded {
+    let status = match decode::<ExportMetricsServiceRequest>(&headers, body) {
         Ok(request) => {
             received.requests.push(request);
             StatusCode::OK
@@ -118,7 +116,41 @@ async fn receive(
             StatusCode::BAD_REQUEST
         }
     };
-    // An empty ExportMetricsServiceResponse: full success.
+    answer(status)
+}
+
+async fn receive_traces(
+    State(received): State<Arc<Mutex<Received>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let mut received = received.lock().unwrap_or_else(|p| p.into_inner());
+    let status = match decode::<ExportTraceServiceRequest>(&headers, body) {
+        Ok(request) => {
+            received.traces.push(request);
+            StatusCode::OK
+        }
+        Err(why) => {
+            received.refused.push(why);
+            StatusCode::BAD_REQUEST
+        }
+    };
+    answer(status)
+}
+
+/// An OTLP protobuf body, or why not.
+fn decode<M: Message + Default>(headers: &HeaderMap, body: Bytes) -> Result<M, String> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type != "application/x-protobuf" {
+        return Err(format!("content type {content_type:?}"));
+    }
+    M::decode(body).map_err(|e| format!("not OTLP protobuf: {e}"))
+}
+
+fn answer(status: StatusCode) -> Answer {
     (
         status,
         [(header::CONTENT_TYPE, "application/x-protobuf")],
@@ -155,10 +187,18 @@ fn sum_of(request: &ExportMetricsServiceRequest, name: &str) -> Option<f64> {
 
 /// The `service.name` of every resource in an export.
 fn service_names(request: &ExportMetricsServiceRequest) -> Vec<String> {
-    request
-        .resource_metrics
-        .iter()
-        .filter_map(|r| r.resource.as_ref())
+    names_in(
+        request
+            .resource_metrics
+            .iter()
+            .filter_map(|r| r.resource.as_ref()),
+    )
+}
+
+fn names_in<'a>(
+    resources: impl Iterator<Item = &'a opentelemetry_proto::tonic::resource::v1::Resource>,
+) -> Vec<String> {
+    resources
         .flat_map(|r| &r.attributes)
         .filter(|kv| kv.key == "service.name")
         .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
@@ -212,6 +252,36 @@ async fn a_once_run_exports_every_delivered_record_to_the_collector() {
         Some(f64::from(ITEMS))
     );
     assert_eq!(service_names(last), vec!["ddbstream".to_owned()]);
+
+    // The library's spans: each GetRecords poll names its stream and shard.
+    let spans: Vec<_> = received
+        .traces
+        .iter()
+        .flat_map(|t| &t.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .collect();
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"discover"), "{names:?}");
+    let poll = spans
+        .iter()
+        .find(|s| s.name == "poll")
+        .unwrap_or_else(|| panic!("no poll span in {names:?}"));
+    let attributes: Vec<&str> = poll.attributes.iter().map(|kv| kv.key.as_str()).collect();
+    for key in ["stream", "shard", "sequence_number"] {
+        assert!(attributes.contains(&key), "{key} not in {attributes:?}");
+    }
+    let traced_by = names_in(
+        received
+            .traces
+            .iter()
+            .flat_map(|t| &t.resource_spans)
+            .filter_map(|r| r.resource.as_ref()),
+    );
+    assert!(
+        traced_by.iter().all(|n| n == "ddbstream") && !traced_by.is_empty(),
+        "{traced_by:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,11 +341,17 @@ async fn a_collector_that_is_down_costs_a_warning_not_a_record() {
     let printed = once_printed(&out);
     assert_eq!(printed.len(), ITEMS as usize, "{}", stderr(&out));
     let log = stderr(&out);
-    let warnings = log
-        .lines()
-        .filter(|l| l.starts_with("ddbstream: cannot export metrics to "))
-        .count();
-    assert!((1..=2).contains(&warnings), "{warnings} warnings:\n{log}");
+    for what in ["metrics", "traces"] {
+        let warnings = log
+            .lines()
+            .filter(|l| l.starts_with(&format!("ddbstream: cannot export {what} to ")))
+            .count();
+        assert!(warnings <= 2, "{warnings} {what} warnings:\n{log}");
+    }
+    assert!(
+        log.contains("ddbstream: cannot export metrics to "),
+        "{log}"
+    );
     assert!(log.contains("still consuming"), "{log}");
     // Refused at once, never retried: the end is not held up.
     assert!(
