@@ -3,7 +3,7 @@
 //! definitions. A `--once` run's last export carries every record delivered, under
 //! `service.name` ddbstream, and its spans name the shard they polled;
 //! a collector that is down costs warnings, never a record or the exit code; a URL that cannot
-//! be used is one sentence and exit code 1.
+//! be used is one sentence and exit code 1; `replicate` exports the same way.
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -378,5 +378,30 @@ async fn a_collector_url_that_cannot_be_used_is_one_sentence() {
     assert_one_line_error(
         &out,
         "OTEL_EXPORTER_OTLP_PROTOCOL=\"grpc\" is not supported",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicate_exports_too() {
+    let c = table_with_items("cli_otlp_replicate", 6).await;
+    let collector = Collector::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("orders.sqlite");
+    let mut cmd = ddbstream(&c);
+    cmd.args(["replicate", "--table", "orders", "--once", "--db"])
+        .arg(&db)
+        .args(["--otlp-endpoint", &collector.url]);
+    let out = run_within(cmd, WAIT).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let received = collector.received();
+    assert_eq!(received.refused, Vec::<String>::new());
+    let last = received
+        .requests
+        .last()
+        .unwrap_or_else(|| panic!("no metrics export:\n{}", stderr(&out)));
+    assert_eq!(service_names(last), vec!["ddbstream".to_owned()]);
+    assert!(
+        sum_of(last, "ddbstream.records.polled").is_some(),
+        "no ddbstream.records.polled in {last:?}"
     );
 }
