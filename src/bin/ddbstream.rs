@@ -13,6 +13,8 @@
 mod fail;
 #[path = "ddbstream/http.rs"]
 mod http;
+#[path = "ddbstream/otlp.rs"]
+mod otlp;
 #[path = "ddbstream/output.rs"]
 mod output;
 #[path = "ddbstream/replicate.rs"]
@@ -269,6 +271,9 @@ struct TailArgs {
 
     #[command(flatten)]
     http: http::HttpArgs,
+
+    #[command(flatten)]
+    otlp: otlp::OtlpArgs,
 }
 
 #[derive(Debug, Args)]
@@ -330,6 +335,9 @@ struct ReplicateArgs {
 
     #[command(flatten)]
     http: http::HttpArgs,
+
+    #[command(flatten)]
+    otlp: otlp::OtlpArgs,
 }
 
 #[derive(Debug, Args)]
@@ -422,7 +430,6 @@ fn main() -> ExitCode {
         Verbosity(i8::try_from(cli.verbose).unwrap_or(i8::MAX))
     };
     Log::init(verbosity, std::env::var_os("RUST_LOG").is_some());
-    output::init_tracing(verbosity);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -430,7 +437,27 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(Failure::new(format!("cannot start the async runtime: {e}"))),
     };
-    let result = runtime.block_on(run(cli));
+    // Before the subscriber is set up (it takes the tracer), within the runtime (the exporter
+    // sends on it). A collector URL that cannot be used ends the command here.
+    let traces = match &cli.command {
+        Command::Tail(TailArgs { otlp, .. }) | Command::Replicate(ReplicateArgs { otlp, .. }) => {
+            let _entered = runtime.enter();
+            match otlp.traces() {
+                Ok(traces) => traces,
+                Err(failure) => return fail(failure),
+            }
+        }
+        Command::Status(_) | Command::Completions { .. } => None,
+    };
+    output::init_tracing(verbosity, traces.as_ref().map(otlp::Traces::tracer));
+    let result = runtime.block_on(async {
+        let result = run(cli).await;
+        // The spans of the end (shutdown, the last checkpoint) included.
+        if let Some(traces) = traces {
+            traces.finish().await;
+        }
+        result
+    });
     Log::get().clear_bar();
     match result {
         Ok(ended) => ended.exit_code(),

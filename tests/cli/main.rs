@@ -16,6 +16,7 @@ mod cli_completions_help;
 mod cli_crash;
 mod cli_exit_codes;
 mod cli_http;
+mod cli_otlp;
 mod cli_private_files;
 mod cli_readme_local;
 mod cli_replicate_follow;

@@ -15,8 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use dynamodb_stream::{NotReady, Probe, Readiness, ReadinessCriteria};
-use opentelemetry::metrics::MeterProvider as _;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
 
 use crate::fail::Failure;
 use crate::output::Log;
@@ -75,7 +73,11 @@ impl HttpArgs {
 
     /// Bind `--http`'s address and start serving, before the consumer exists; `None` without
     /// `--http`. Fails with one sentence for an address that is not one or cannot be bound.
-    pub(crate) async fn start(&self) -> Result<Option<Endpoints>, Failure> {
+    /// `/metrics` shows what the returned reader reads: give it to the command's meter
+    /// provider (`otlp::Metrics`).
+    pub(crate) async fn start(
+        &self,
+    ) -> Result<Option<(Endpoints, opentelemetry_prometheus::PrometheusExporter)>, Failure> {
         let Some(text) = &self.http else {
             return Ok(None);
         };
@@ -106,18 +108,6 @@ impl HttpArgs {
             .map_err(|e| {
                 Failure::new(format!("cannot set up the Prometheus exporter: {e}")).with_source(e)
             })?;
-        // `service.name` is ddbstream unless OTEL_SERVICE_NAME (or OTEL_RESOURCE_ATTRIBUTES)
-        // names it: the resource builder reads those.
-        let mut resource = opentelemetry_sdk::Resource::builder();
-        let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|s| !s.is_empty())
-            || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|s| s.contains("service.name="));
-        if !named {
-            resource = resource.with_service_name("ddbstream");
-        }
-        let provider = SdkMeterProvider::builder()
-            .with_resource(resource.build())
-            .with_reader(exporter)
-            .build();
         let state = Served {
             probe: Arc::new(Mutex::new(None)),
             criteria: ReadinessCriteria::default().with_max_lag(self.ready_max_lag.0),
@@ -137,27 +127,17 @@ impl HttpArgs {
         Log::get().info(&format!(
             "ddbstream: serving /healthz /readyz /metrics on http://{bound}"
         ));
-        Ok(Some(Endpoints {
-            state,
-            provider,
-            server,
-        }))
+        Ok(Some((Endpoints { state, server }, exporter)))
     }
 }
 
 /// The running server; stops when dropped (with the command).
 pub(crate) struct Endpoints {
     state: Served,
-    provider: SdkMeterProvider,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl Endpoints {
-    /// The meter the consumer records into: what `/metrics` shows.
-    pub(crate) fn meter(&self) -> opentelemetry::metrics::Meter {
-        self.provider.meter("dynamodb-stream")
-    }
-
     /// From now on, answer for this consumer (or replicator).
     pub(crate) fn serve(&self, probe: Probe) {
         *self.state.probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(probe);

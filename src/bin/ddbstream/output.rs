@@ -203,7 +203,14 @@ pub(crate) fn clock(d: Duration) -> String {
 /// (the library's error events are left out: `ddbstream` reports each of those itself, as an
 /// event line or its final error); errors and the library's info events with `-v`; debug with
 /// `-vv`; everything, the AWS SDK's included, with `-vvv`.
-pub(crate) fn init_tracing(verbosity: Verbosity) {
+///
+/// With `tracer` (an OTLP collector is named), the library's spans — `discover`, `poll`,
+/// `handle`, `checkpoint`, with their stream, shard and sequence number — and the events within
+/// them go to it as well, whatever the verbosity.
+pub(crate) fn init_tracing(
+    verbosity: Verbosity,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, Layer};
@@ -229,8 +236,16 @@ pub(crate) fn init_tracing(verbosity: Verbosity) {
         .with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
             !(skip_errors && *meta.level() == tracing::Level::ERROR)
         }));
+    let otlp = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(EnvFilter::new("dynamodb_stream=debug"))
+    });
     // Fails only when a subscriber is already set, which this binary never does.
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(layer)
+        .with(otlp)
+        .try_init();
 }
 
 /// Collects one formatted event and hands it to [`Log::warn`] when dropped.

@@ -14,6 +14,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::{broadcast, watch};
 
 use crate::fail::{explain, Ended, Failure, Setup};
+use crate::http::Endpoints;
+use crate::otlp::Metrics;
 use crate::output::{clock, rfc3339, thousands, Log};
 use crate::start::{first_call, without_retries};
 use crate::tail::event_line;
@@ -24,14 +26,31 @@ const REDRAW: Duration = Duration::from_millis(250);
 const PRINT: Duration = Duration::from_secs(5);
 
 pub(crate) async fn run(
-    (aws, setup): &(SdkConfig, Setup),
+    config: &(SdkConfig, Setup),
     args: ReplicateArgs,
-    mut stop: Stop,
+    stop: Stop,
 ) -> Result<Ended, Failure> {
     let dest = Destination::of(&args)?;
-    // The probes' address first: a port in use fails before anything else is done, and an
+    // A collector URL that cannot be used fails before anything is started.
+    let otlp = args.otlp.reader()?;
+    // The probes' address next: a port in use fails before anything else is done, and an
     // orchestrator can probe during the scan.
-    let endpoints = args.http.start().await?;
+    let (endpoints, prometheus) = args.http.start().await?.unzip();
+    let metrics = Metrics::new(prometheus, otlp);
+    let ended = replicate(config, args, dest, stop, endpoints, &metrics).await;
+    // However it ended (a --once run done, SIGTERM, an error): the last counts go out.
+    metrics.finish().await;
+    ended
+}
+
+async fn replicate(
+    (aws, setup): &(SdkConfig, Setup),
+    args: ReplicateArgs,
+    dest: Destination,
+    mut stop: Stop,
+    endpoints: Option<Endpoints>,
+    metrics: &Metrics,
+) -> Result<Ended, Failure> {
     // Local first: a database that cannot be written fails before any call to AWS.
     if let Destination::Sqlite(path) = &dest {
         check_writable_database(path)?;
@@ -74,8 +93,8 @@ pub(crate) async fn run(
             poll.apply(c);
             probes.apply(c);
         });
-    if let Some(endpoints) = &endpoints {
-        builder = builder.meter(endpoints.meter());
+    if let Some(meter) = metrics.meter() {
+        builder = builder.meter(meter);
     }
     if let Some(limit) = args.scan_page_limit {
         builder = builder.scan_page_limit(limit);

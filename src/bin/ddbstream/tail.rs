@@ -16,6 +16,8 @@ use dynamodb_stream::{Batch, Consumer, ConsumerEvent, HandlerError, StartPositio
 use tokio::sync::{broadcast, Notify};
 
 use crate::fail::{explain, stream_not_found, Ended, Failure, Setup};
+use crate::http::Endpoints;
+use crate::otlp::Metrics;
 use crate::output::Log;
 use crate::start::{first_call, without_retries};
 use crate::{stopped, unless_stopped, StartFrom, Stop, TailArgs};
@@ -67,14 +69,31 @@ impl Printer {
 }
 
 pub(crate) async fn run(
+    config: &(SdkConfig, Setup),
+    args: TailArgs,
+    criteria: Option<FilterCriteria>,
+    stop: Stop,
+) -> Result<Ended, Failure> {
+    // A collector URL that cannot be used fails before anything is started.
+    let otlp = args.otlp.reader()?;
+    // The probes' address next: a port in use fails before anything else is done, and an
+    // orchestrator can probe while the consumer starts.
+    let (endpoints, prometheus) = args.http.start().await?.unzip();
+    let metrics = Metrics::new(prometheus, otlp);
+    let ended = tail(config, args, criteria, stop, endpoints, &metrics).await;
+    // However it ended (a --once run done, SIGTERM, an error): the last counts go out.
+    metrics.finish().await;
+    ended
+}
+
+async fn tail(
     (aws, setup): &(SdkConfig, Setup),
     args: TailArgs,
     criteria: Option<FilterCriteria>,
     mut stop: Stop,
+    endpoints: Option<Endpoints>,
+    metrics: &Metrics,
 ) -> Result<Ended, Failure> {
-    // The probes' address first: a port in use fails before anything else is done, and an
-    // orchestrator can probe while the consumer starts.
-    let endpoints = args.http.start().await?;
     // Local files first: an unwritable checkpoint path fails before any call to AWS, and long
     // before the first record would be printed without its position ever being saved.
     let store = match &args.checkpoint {
@@ -170,8 +189,8 @@ pub(crate) async fn run(
             c.lease.safety_margin = duration / 5;
         });
     }
-    if let Some(endpoints) = &endpoints {
-        builder = builder.meter(endpoints.meter());
+    if let Some(meter) = metrics.meter() {
+        builder = builder.meter(meter);
     }
     let events = builder.events();
     let mut consumer = match unless_stopped(&mut stop, builder.spawn()).await {
