@@ -92,14 +92,15 @@ fn printer_since(seen: &Seen, since: Instant, except: &[&str]) -> Option<String>
         .map(|(w, ..)| w.clone())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tails_share_a_stream_fail_over_and_hand_off() {
-    let c = clients("clileases");
-    create_table(&c, "orders", StreamViewType::NewAndOldImages).await;
-    let mut workers = vec![start(&c, "w1"), start(&c, "w2"), start(&c, "w3")];
+/// What a writer wrote, the flag that stops it, and its task: new versions of 40 items, one put
+/// every ~25 ms, until the flag is set.
+type SteadyWriter = (
+    Arc<Mutex<BTreeSet<(String, u64)>>>,
+    Arc<AtomicBool>,
+    tokio::task::JoinHandle<()>,
+);
 
-    // A writer putting new versions of 40 items until told to stop (same namespace: the same
-    // client).
+fn steady_writer(c: &TestClients) -> SteadyWriter {
     let written: Arc<Mutex<BTreeSet<(String, u64)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -125,6 +126,18 @@ async fn tails_share_a_stream_fail_over_and_hand_off() {
             }
         })
     };
+    (written, stop, writer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tails_share_a_stream_fail_over_and_hand_off() {
+    let c = clients("clileases");
+    create_table(&c, "orders", StreamViewType::NewAndOldImages).await;
+    let mut workers = vec![start(&c, "w1"), start(&c, "w2"), start(&c, "w3")];
+
+    // A writer putting new versions of 40 items until told to stop (same namespace: the same
+    // client).
+    let (written, stop, writer) = steady_writer(&c);
 
     let mut seen: Seen = Vec::new();
     let mut stderr: HashMap<String, String> = HashMap::new();
@@ -410,31 +423,7 @@ async fn a_rolling_restart_prints_every_record_exactly_once() {
     let c = clients("clirolling");
     create_table(&c, "orders", StreamViewType::NewAndOldImages).await;
     let mut workers = vec![start(&c, "w1"), start(&c, "w2"), start(&c, "w3")];
-    let written: Arc<Mutex<BTreeSet<(String, u64)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (dynamodb, written, stop) = (c.dynamodb.clone(), written.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::SeqCst) {
-                let (id, version) = ((n % 40) as u32, n / 40 + 1);
-                let it = item(id, version);
-                dynamodb
-                    .put_item()
-                    .table_name("orders")
-                    .set_item(Some(crate::common::to_sdk(&it)))
-                    .send()
-                    .await
-                    .expect("put");
-                written
-                    .lock()
-                    .unwrap()
-                    .insert((format!("item-{id:05}"), version));
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-        })
-    };
+    let (written, stop, writer) = steady_writer(&c);
     let roller = {
         let (c, stop) = (c.clone(), stop.clone());
         tokio::spawn(async move {
