@@ -92,6 +92,32 @@ fn printer_since(seen: &Seen, since: Instant, except: &[&str]) -> Option<String>
         .map(|(w, ..)| w.clone())
 }
 
+/// Collect until every one of `expected` was printed by some worker; fails naming how many are
+/// missing (and what the workers said) after `within`.
+async fn until_all_printed(
+    workers: &[Worker],
+    seen: &mut Seen,
+    stderr: &mut HashMap<String, String>,
+    expected: &BTreeSet<(String, u64)>,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        collect(workers, seen, stderr);
+        let printed: BTreeSet<(String, u64)> =
+            seen.iter().map(|(_, _, k, v, _)| (k.clone(), *v)).collect();
+        if expected.is_subset(&printed) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "records lost: {} missing; {stderr:?}",
+            expected.difference(&printed).count()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// What a writer wrote, the flag that stops it, and its task: new versions of 40 items, one put
 /// every ~25 ms, until the flag is set.
 type SteadyWriter = (
@@ -222,21 +248,14 @@ async fn tails_share_a_stream_fail_over_and_hand_off() {
     stop.store(true, Ordering::SeqCst);
     writer.await.expect("writer");
     let expected = written.lock().unwrap().clone();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        collect(&workers, &mut seen, &mut stderr);
-        let printed: BTreeSet<(String, u64)> =
-            seen.iter().map(|(_, _, k, v, _)| (k.clone(), *v)).collect();
-        if expected.is_subset(&printed) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "records lost: {} missing",
-            expected.difference(&printed).count()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_all_printed(
+        &workers,
+        &mut seen,
+        &mut stderr,
+        &expected,
+        Duration::from_secs(60),
+    )
+    .await;
     for w in workers
         .iter_mut()
         .filter(|w| w.name != owner && w.name != second)
@@ -473,21 +492,14 @@ async fn a_rolling_restart_prints_every_record_exactly_once() {
     let rollovers = roller.await.expect("roller");
     assert!(rollovers >= 3, "only {rollovers} rollovers");
     let expected = written.lock().unwrap().clone();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        collect(&workers, &mut seen, &mut stderr);
-        let printed: BTreeSet<(String, u64)> =
-            seen.iter().map(|(_, _, k, v, _)| (k.clone(), *v)).collect();
-        if expected.is_subset(&printed) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "records lost: {} missing; {stderr:?}",
-            expected.difference(&printed).count()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_all_printed(
+        &workers,
+        &mut seen,
+        &mut stderr,
+        &expected,
+        Duration::from_secs(90),
+    )
+    .await;
     for w in &mut workers {
         w.process.terminate();
         assert!(w.process.wait(Duration::from_secs(60)).await.success());
